@@ -1,0 +1,5 @@
+import sys
+
+from sharpscope.cli import main
+
+sys.exit(main())
