@@ -21,6 +21,10 @@ COMMAND_MODULES = (
     "sharpscope.cli.restore",
     "sharpscope.cli.models",
     "sharpscope.cli.evaluate",
+    "sharpscope.cli.deconvolve",
+    "sharpscope.cli.psf",
+    "sharpscope.cli.demo",
+    "sharpscope.cli.train",
 )
 
 

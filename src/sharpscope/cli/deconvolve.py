@@ -1,0 +1,93 @@
+"""``sharpscope deconvolve``: classical deconvolution of an image file with a known PSF."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+# the same names as sharpscope.deconv.METHODS / BOUNDARIES (kept here so that
+# building the parser does not import torch)
+METHODS = ("rl", "rl-accel", "rl-tv", "wiener")
+BOUNDARIES = ("extended", "reflect", "circular")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``deconvolve`` sub-command."""
+    p = sub.add_parser(
+        "deconvolve",
+        help="Richardson-Lucy (plain, accelerated, TV) or Wiener deconvolution with a PSF file",
+        description=(
+            "Deconvolve INPUT with the PSF in PSF.tif (normalised to sum 1). A 2-D PSF works "
+            "plane by plane over every other axis, a 3-D PSF over Z, Y, X. The output keeps "
+            "the input's shape, axes and pixel size (float32)."
+        ),
+    )
+    p.add_argument("input", metavar="INPUT", help="image file")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output image file")
+    p.add_argument("--psf", required=True, metavar="PSF.tif", help="PSF image file (YX or ZYX)")
+    p.add_argument("--method", choices=METHODS, default="rl", help="algorithm (default: rl)")
+    p.add_argument(
+        "--iterations",
+        type=_positive_int,
+        default=30,
+        metavar="N",
+        help="Richardson-Lucy iterations (default: 30)",
+    )
+    p.add_argument(
+        "--axes", default=None, help="axes of INPUT, e.g. YX, ZYX, TZYX (default: from file)"
+    )
+    p.add_argument(
+        "--boundary",
+        choices=BOUNDARIES,
+        default=None,
+        help="edge handling (default: extended for RL, reflect for Wiener)",
+    )
+    p.add_argument(
+        "--tv-weight", type=_float, default=0.002, metavar="L", help="rl-tv weight (default 0.002)"
+    )
+    p.add_argument(
+        "--balance", type=_float, default=1e-3, metavar="B", help="Wiener balance (default 1e-3)"
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handle ``sharpscope deconvolve``."""
+    from sharpscope.deconv import deconvolve
+    from sharpscope.io import read_image, write_image
+
+    image = read_image(args.input, axes=args.axes)
+    psf = read_image(args.psf)
+    out = deconvolve(
+        image.data,
+        psf.data,
+        method=args.method,
+        iterations=args.iterations,
+        axes=image.axes,
+        boundary=args.boundary,
+        tv_weight=args.tv_weight,
+        balance=args.balance,
+        device=args.device,
+    )
+    path = write_image(args.output, out, image.axes, pixel_size=image.pixel_size)
+    print(path)
+    sys.stdout.flush()
+    return 0

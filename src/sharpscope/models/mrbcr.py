@@ -1,0 +1,411 @@
+"""The m-rBCR network (DeBCR) and its single-stage variant s-rBCR, in PyTorch.
+
+m-rBCR (Li, Kudryashev & Yakimovich; the network of the DeBCR framework) restores
+an image at three scales, full resolution ``x0`` and two coarse copies ``x2``
+and ``x4`` (every 2nd / 4th pixel, or 2x2 / 4x4 block means).  It has two parts
+that mirror ``u ~ (K^T K + eps I)^-1 K^T b``:
+
+* a forward "BCR" stage ``K^T``: per scale a stack of pointwise layers, a fusion
+  block shared by the scales that mixes each scale with the next coarser one,
+  and 1x1 heads that produce one-channel images ``o0, o2, o4``;
+* a pseudo-inverse stage ``(K^T K + eps I)^-1``, coarse to fine: per scale a
+  branch of width-only ``1 x 5`` convolutions and residual dense blocks, fed
+  through a second shared fusion block with the upsampled result of the coarser
+  scale, and a 9x9 output convolution of ``branch + o`` (the one-channel ``o``
+  broadcast over the branch channels).
+
+With the published hyper-parameters (the defaults here) the network has exactly
+236,630 parameters and reproduces the published TensorFlow model (same layer
+order, "same" padding, half-pixel bilinear resizing without antialiasing).
+Nothing depends on the image size: any ``H, W`` divisible by 4 works.
+
+The single-stage s-rBCR (paper Fig. 2 and Algorithms 1-2) is read here as the
+same two operators at one scale only: the pointwise ``K^T`` stack and its 1x1
+head, then one pseudo-inverse branch and its 9x9 output convolution, without
+any fusion.  The paper quotes 0.086 M parameters for its s-rBCR but not the
+depth it used; with the m-rBCR per-scale hyper-parameters (the defaults) this
+reading has 62,338 parameters, and ``rdb_blocks`` changes the depth.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sharpscope.errors import ConfigError, InputError
+
+__all__ = ["MRBCR", "SRBCR", "SameConv2d", "decimate", "resize_bilinear"]
+
+Decimation = Literal["stride", "avgpool"]
+
+
+class SameConv2d(nn.Conv2d):
+    """A stride-1 ``Conv2d`` with TensorFlow/Keras ``padding='same'``.
+
+    For odd kernels this is symmetric zero padding; for even kernels Keras pads
+    one pixel more at the bottom/right, which is reproduced here.
+
+    Examples
+    --------
+    >>> conv = SameConv2d(1, 2, (1, 4))
+    >>> conv(torch.zeros(1, 1, 5, 7)).shape
+    torch.Size([1, 2, 5, 7])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int]):
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        symmetric = kh % 2 == 1 and kw % 2 == 1
+        super().__init__(
+            in_channels,
+            out_channels,
+            (kh, kw),
+            padding=((kh - 1) // 2, (kw - 1) // 2) if symmetric else 0,
+        )
+        # (left, right, top, bottom) for F.pad when the padding is asymmetric
+        self._pad = None if symmetric else ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._pad is not None:
+            x = F.pad(x, self._pad)
+        return super().forward(x)
+
+
+def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize with half-pixel centres and no antialiasing.
+
+    This is ``tf.image.resize(..., method='bilinear')`` (TensorFlow 2, the
+    default ``antialias=False``), which PyTorch computes as
+    ``F.interpolate(mode='bilinear', align_corners=False, antialias=False)``.
+
+    Examples
+    --------
+    >>> resize_bilinear(torch.ones(1, 3, 4, 6), (8, 12)).shape
+    torch.Size([1, 3, 8, 12])
+    """
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+
+
+def decimate(x: torch.Tensor, factor: int, mode: Decimation = "stride") -> torch.Tensor:
+    """Coarse copy of ``x`` (N, C, H, W) by ``factor``.
+
+    ``'stride'`` keeps every ``factor``-th pixel starting at the first (the
+    published ``x[:, ::f, ::f]``); ``'avgpool'`` averages ``factor x factor`` blocks.
+
+    Examples
+    --------
+    >>> decimate(torch.arange(16.0).reshape(1, 1, 4, 4), 2)[0, 0]
+    tensor([[ 0.,  2.],
+            [ 8., 10.]])
+    """
+    if factor == 1:
+        return x
+    if mode == "stride":
+        return x[..., ::factor, ::factor]
+    if mode == "avgpool":
+        return F.avg_pool2d(x, factor)
+    raise ConfigError(f"unknown decimation {mode!r}; use 'stride' or 'avgpool'")
+
+
+class PointwiseStack(nn.Module):
+    """``n`` pointwise (1x1 / Keras ``Dense``) layers, ReLU after each."""
+
+    def __init__(self, in_channels: int, channels: int, n: int):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.Conv2d(in_channels if i == 0 else channels, channels, 1) for i in range(n)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = F.relu(layer(x))
+        return x
+
+
+class Fusion(nn.Module):
+    """``F(a, b) = Conv3x3(ReLU(Conv1x1(concat[a, b])))``."""
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.mix = nn.Conv2d(in_channels, channels, 1)
+        self.conv = SameConv2d(channels, channels, 3)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.relu(self.mix(torch.cat([a, b], dim=1))))
+
+
+class ResidualDenseBlock(nn.Module):
+    """Residual dense block of the published pseudo-inverse branch.
+
+    ``layers`` times ``t = Conv3x3(ReLU(Conv3x3(h))); h = concat[h, t]`` (each
+    ``growth`` channels), then ``u = Conv1x1(h)`` (``growth`` channels); returns
+    ``concat[u, input]``, i.e. ``in_channels + growth`` channels.
+    """
+
+    def __init__(self, in_channels: int, growth: int, layers: int):
+        super().__init__()
+        self.pairs = nn.ModuleList()
+        c = in_channels
+        for _ in range(layers):
+            self.pairs.append(
+                nn.ModuleList([SameConv2d(c, growth, 3), SameConv2d(growth, growth, 3)])
+            )
+            c += growth
+        self.local = nn.Conv2d(c, growth, 1)
+        self.out_channels = in_channels + growth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for first, second in self.pairs:
+            h = torch.cat([h, second(F.relu(first(h)))], dim=1)
+        return torch.cat([self.local(h), x], dim=1)
+
+
+class InverseBranch(nn.Module):
+    """Width-only convolutions (Keras ``Conv1D`` on 4-D input) then residual dense blocks."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        conv1d_filters: int,
+        conv1d_layers: int,
+        conv1d_kernel: int,
+        rdb_blocks: int,
+        rdb_growth: int,
+        rdb_layers: int,
+    ):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            SameConv2d(
+                in_channels if i == 0 else conv1d_filters, conv1d_filters, (1, conv1d_kernel)
+            )
+            for i in range(conv1d_layers)
+        )
+        self.blocks = nn.ModuleList()
+        c = conv1d_filters if conv1d_layers else in_channels
+        for _ in range(rdb_blocks):
+            block = ResidualDenseBlock(c, rdb_growth, rdb_layers)
+            self.blocks.append(block)
+            c = block.out_channels
+        self.out_channels = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def _check_size(x: torch.Tensor, multiple: int, arch: str) -> None:
+    if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] % multiple or x.shape[3] % multiple:
+        raise InputError(
+            f"{arch} expects (N, 1, H, W) with H, W divisible by {multiple}, got {tuple(x.shape)}"
+        )
+
+
+def _check_hparams(arch: str, hparams: dict, allow_zero: tuple[str, ...]) -> None:
+    for key, value in hparams.items():
+        if key == "decimation":
+            if value not in ("stride", "avgpool"):
+                raise ConfigError(
+                    f"{arch}: decimation must be 'stride' or 'avgpool', got {value!r}"
+                )
+            continue
+        low = 0 if key in allow_zero else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            kind = "a non-negative" if low == 0 else "a positive"
+            raise ConfigError(f"{arch}: {key} must be {kind} integer, got {value!r}")
+
+
+class MRBCR(nn.Module):
+    """Multi-stage residual BCR network (m-rBCR), the DeBCR architecture.
+
+    Parameters
+    ----------
+    channels : int
+        Width of the pointwise ``K^T`` stacks and of the forward fusion block (32).
+    dense_layers : int
+        Pointwise layers per scale (12; the published ``L = L0 = 12``).
+    conv1d_filters, conv1d_layers, conv1d_kernel : int
+        Width-only convolutions at the start of every pseudo-inverse branch
+        (32 filters, 6 layers, kernel 5).
+    rdb_blocks, rdb_growth, rdb_layers : int
+        Residual dense blocks per branch (4), their growth rate (4) and number of
+        conv pairs inside a block (3).
+    out_kernel : int
+        Size of the final output convolutions (9).
+    decimation : {'stride', 'avgpool'}
+        How the coarse inputs are made: every 2nd/4th pixel (published) or block means.
+
+    Notes
+    -----
+    ``forward(x)`` takes an (N, 1, H, W) float tensor with H and W divisible by
+    :attr:`size_multiple` and returns ``(z0, z2, z4)``, the restored image at
+    full, half and quarter resolution, each (N, 1, h, w).
+
+    Examples
+    --------
+    >>> net = MRBCR()
+    >>> sum(p.numel() for p in net.parameters())
+    236630
+    >>> [tuple(z.shape) for z in net(torch.zeros(1, 1, 16, 24))]
+    [(1, 1, 16, 24), (1, 1, 8, 12), (1, 1, 4, 6)]
+    """
+
+    size_multiple = 4
+    scales = (0, 2, 4)
+
+    def __init__(
+        self,
+        channels: int = 32,
+        dense_layers: int = 12,
+        conv1d_filters: int = 32,
+        conv1d_layers: int = 6,
+        conv1d_kernel: int = 5,
+        rdb_blocks: int = 4,
+        rdb_growth: int = 4,
+        rdb_layers: int = 3,
+        out_kernel: int = 9,
+        decimation: Decimation = "stride",
+    ):
+        super().__init__()
+        self.decimation = decimation
+        self.hparams = dict(
+            channels=channels,
+            dense_layers=dense_layers,
+            conv1d_filters=conv1d_filters,
+            conv1d_layers=conv1d_layers,
+            conv1d_kernel=conv1d_kernel,
+            rdb_blocks=rdb_blocks,
+            rdb_growth=rdb_growth,
+            rdb_layers=rdb_layers,
+            out_kernel=out_kernel,
+            decimation=decimation,
+        )
+        _check_hparams("mrbcr", self.hparams, allow_zero=("rdb_blocks", "rdb_layers"))
+        # forward (BCR) stage
+        self.dense = nn.ModuleDict(
+            {f"s{s}": PointwiseStack(1, channels, dense_layers) for s in self.scales}
+        )
+        self.fuse_fwd = Fusion(2 * channels, channels)
+        self.head = nn.ModuleDict(
+            {
+                "s0": nn.Conv2d(2 * channels, 1, 1),
+                "s2": nn.Conv2d(2 * channels, 1, 1),
+                "s4": nn.Conv2d(channels, 1, 1),
+            }
+        )
+        # pseudo-inverse stage
+        branch_args = (
+            conv1d_filters,
+            conv1d_layers,
+            conv1d_kernel,
+            rdb_blocks,
+            rdb_growth,
+            rdb_layers,
+        )
+        b4 = InverseBranch(1, *branch_args)
+        width = b4.out_channels
+        self.branch = nn.ModuleDict(
+            {
+                "s4": b4,
+                "s2": InverseBranch(width, *branch_args),
+                "s0": InverseBranch(width, *branch_args),
+            }
+        )
+        self.fuse_inv = Fusion(1 + width, width)
+        self.out = nn.ModuleDict({f"s{s}": SameConv2d(width, 1, out_kernel) for s in self.scales})
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        _check_size(x, self.size_multiple, "mrbcr")
+        h, w = x.shape[-2:]
+        size0, size2 = (h, w), (h // 2, w // 2)
+        x2 = decimate(x, 2, self.decimation)
+        x4 = decimate(x, 4, self.decimation)
+
+        # forward stage K^T
+        y0 = self.dense["s0"](x)
+        y2 = self.dense["s2"](x2)
+        y4 = self.dense["s4"](x4)
+        y2u = resize_bilinear(y2, size0)
+        y4u = resize_bilinear(y4, size0)
+        f0 = self.fuse_fwd(y0, y2u)
+        f2 = resize_bilinear(self.fuse_fwd(y2u, y4u), size2)
+        o4 = self.head["s4"](y4)
+        o2 = self.head["s2"](torch.cat([y2, f2], dim=1))
+        o0 = self.head["s0"](torch.cat([y0, f0], dim=1))
+
+        # pseudo-inverse stage, coarse to fine
+        i4 = self.branch["s4"](o4)
+        i2 = self.branch["s2"](self.fuse_inv(o2, resize_bilinear(i4, size2)))
+        i0 = self.branch["s0"](self.fuse_inv(o0, resize_bilinear(i2, size0)))
+        z4 = self.out["s4"](i4 + o4)
+        z2 = self.out["s2"](i2 + o2)
+        z0 = self.out["s0"](i0 + o0)
+        return z0, z2, z4
+
+
+class SRBCR(nn.Module):
+    """Single-stage residual BCR network (s-rBCR): one scale, no fusion.
+
+    ``z = Conv9x9(B(o) + o)`` with ``o = Conv1x1(PointwiseStack(x))`` the
+    forward ``K^T`` operator and ``B`` one pseudo-inverse branch (width-only
+    convolutions and residual dense blocks), the building blocks of
+    :class:`MRBCR` at a single scale.  Parameters as for :class:`MRBCR`.
+
+    Examples
+    --------
+    >>> net = SRBCR()
+    >>> sum(p.numel() for p in net.parameters())
+    62338
+    >>> net(torch.zeros(2, 1, 10, 14))[0].shape
+    torch.Size([2, 1, 10, 14])
+    """
+
+    size_multiple = 1
+
+    def __init__(
+        self,
+        channels: int = 32,
+        dense_layers: int = 12,
+        conv1d_filters: int = 32,
+        conv1d_layers: int = 6,
+        conv1d_kernel: int = 5,
+        rdb_blocks: int = 4,
+        rdb_growth: int = 4,
+        rdb_layers: int = 3,
+        out_kernel: int = 9,
+    ):
+        super().__init__()
+        self.hparams = dict(
+            channels=channels,
+            dense_layers=dense_layers,
+            conv1d_filters=conv1d_filters,
+            conv1d_layers=conv1d_layers,
+            conv1d_kernel=conv1d_kernel,
+            rdb_blocks=rdb_blocks,
+            rdb_growth=rdb_growth,
+            rdb_layers=rdb_layers,
+            out_kernel=out_kernel,
+        )
+        _check_hparams(
+            "srbcr",
+            self.hparams,
+            allow_zero=("dense_layers", "conv1d_layers", "rdb_blocks", "rdb_layers"),
+        )
+        self.dense = PointwiseStack(1, channels, dense_layers)
+        self.head = nn.Conv2d(channels if dense_layers else 1, 1, 1)
+        self.branch = InverseBranch(
+            1, conv1d_filters, conv1d_layers, conv1d_kernel, rdb_blocks, rdb_growth, rdb_layers
+        )
+        self.out = SameConv2d(self.branch.out_channels, 1, out_kernel)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        _check_size(x, self.size_multiple, "srbcr")
+        o = self.head(self.dense(x))
+        return (self.out(self.branch(o) + o),)

@@ -1,0 +1,515 @@
+"""Whole-image restoration with a trained network.
+
+:func:`load_model` reads a model file (or a bundled/user model by name) and
+returns a :class:`Model`; :meth:`Model.predict` restores a numpy image of any
+size and any axes containing ``Y`` and ``X``: the 2-D network runs plane by
+plane over every other axis, tile by tile with smooth blending, and the
+result is returned in the input's intensity units, shape and axes.
+:func:`restore_files` does the same for files, folders and globs.
+
+Normalisation: the header's percentiles (``pmin``, ``pmax``) are computed over
+the whole image - over each channel separately when the axes contain ``C``
+(channels of different fluorophores have unrelated intensity ranges) - and the
+network output is mapped back with the inverse transform.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sharpscope.errors import AxesError, ConfigError, InputError, ModelFormatError, SharpscopeError
+from sharpscope.io import (
+    WRITE_SUFFIXES,
+    Image,
+    guess_axes,
+    is_image_file,
+    read_image,
+    validate_axes,
+    write_image,
+)
+from sharpscope.normalize import denormalize, normalize, percentiles
+from sharpscope.tiling import predict_tiled
+
+__all__ = ["Model", "check_finite", "load_model", "resolve_device", "restore_files"]
+
+DTYPES = ("float32", "input")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``'auto'``, ``'cpu'``, ``'cuda'`` (or ``'cuda:N'``) into a torch device.
+
+    Raises
+    ------
+    ConfigError
+        Unknown device, or CUDA requested but not available.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(device, torch.device):
+        name = str(device)
+    else:
+        name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} requested but CUDA is not available here")
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise ConfigError(f"invalid device {name!r}") from None
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist"
+            )
+        return dev
+    raise ConfigError(f"unknown device {device!r} (use auto, cpu or cuda)")
+
+
+def check_finite(image: np.ndarray) -> np.ndarray:
+    """Reject images a network cannot restore: empty, NaN/Inf, or constant.
+
+    Parameters
+    ----------
+    image : array_like
+        Any shape; integer, float or bool pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        The image as an array (unchanged).
+
+    Raises
+    ------
+    InputError
+        ``image is empty``, ``image contains N NaN/Inf pixels``,
+        ``image is constant`` or an unsupported pixel type.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_finite(np.array([[0.0, np.nan]]))
+    Traceback (most recent call last):
+    ...
+    sharpscope.errors.InputError: image contains 1 NaN/Inf pixel(s) out of 2
+    """
+    arr = np.asarray(image)
+    if arr.dtype.kind not in "buif":
+        raise InputError(f"unsupported pixel type {arr.dtype}")
+    if arr.size == 0:
+        raise InputError(f"image is empty (shape {arr.shape})")
+    if arr.dtype.kind == "f":
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise InputError(f"image contains {bad} NaN/Inf pixel(s) out of {arr.size}")
+    if arr.min() == arr.max():
+        raise InputError(f"image is constant (every pixel is {arr.flat[0]}); nothing to restore")
+    return arr
+
+
+def _field(obj: Any, name: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+class Model:
+    """A restoration network with its header.
+
+    Parameters
+    ----------
+    header : ModelHeader
+        The model file's header (normalisation percentiles, tile defaults...).
+    network : torch.nn.Module
+        Takes (N, 1, H, W) float32 and returns a tuple of per-scale outputs,
+        full resolution first; has ``size_multiple``.
+    path : pathlib.Path, optional
+        Where the model was loaded from.
+
+    Examples
+    --------
+    >>> model = load_model("my-model.safetensors")  # doctest: +SKIP
+    >>> restored = model.predict(image, axes="ZYX")  # doctest: +SKIP
+    """
+
+    def __init__(self, header: Any, network: nn.Module, path: Path | None = None):
+        self.header = header
+        self.network = network.eval()
+        self.path = path
+
+    def __repr__(self) -> str:
+        name = _field(self.header, "name", "?")
+        arch = _field(self.header, "architecture", "?")
+        return f"Model(name={name!r}, architecture={arch!r})"
+
+    @property
+    def size_multiple(self) -> int:
+        """H and W of network inputs must be divisible by this."""
+        return int(getattr(self.network, "size_multiple", 1) or 1)
+
+    @property
+    def percentiles(self) -> tuple[float, float]:
+        """(pmin, pmax) of the whole-image normalisation, from the header."""
+        norm = _field(self.header, "normalization")
+        return float(_field(norm, "pmin", 1.0)), float(_field(norm, "pmax", 99.8))
+
+    def _tile_defaults(self) -> tuple[int, int]:
+        tile = _field(self.header, "tile")
+        return int(_field(tile, "size", 256)), int(_field(tile, "overlap", 32))
+
+    def predict(
+        self,
+        image: np.ndarray | Image,
+        axes: str | None = None,
+        tile: int | Sequence[int] | None = None,
+        overlap: int | Sequence[int] | None = None,
+        batch_size: int = 8,
+        device: str | torch.device = "auto",
+        progress: bool = False,
+        dtype: str = "float32",
+        desc: str | None = None,
+    ) -> np.ndarray:
+        """Restore a whole image.
+
+        Parameters
+        ----------
+        image : numpy.ndarray or Image
+            Any number of dimensions >= 2 with a ``Y`` and an ``X`` axis.
+        axes : str, optional
+            Axes of ``image`` (``STCZYX`` alphabet).  Default: those of an
+            :class:`~sharpscope.io.Image`, else the last two dimensions are
+            ``Y``, ``X`` (:func:`~sharpscope.io.guess_axes`).
+        tile, overlap : int or (int, int), optional
+            Tiling; default from the model header.
+        batch_size : int
+            Tiles per network call (bounds memory).
+        device : {'auto', 'cpu', 'cuda'}
+            Where the network runs; ``'auto'`` picks CUDA when available.
+        progress : bool
+            tqdm progress bar on stderr.
+        dtype : {'float32', 'input'}
+            ``'input'`` returns the input's dtype (integers rounded and
+            clipped to their range).
+        desc : str, optional
+            Progress bar label.
+
+        Returns
+        -------
+        numpy.ndarray
+            Restored image, same shape and axes as the input.
+
+        Raises
+        ------
+        InputError
+            Empty, constant or non-finite image.
+        AxesError
+            Axes that do not match the image.
+        ConfigError
+            Bad tiling, dtype or device options.
+
+        Examples
+        --------
+        >>> out = model.predict(stack, axes="TZYX", tile=256, overlap=32)  # doctest: +SKIP
+        >>> out.shape == stack.shape  # doctest: +SKIP
+        True
+        """
+        if isinstance(image, Image):
+            if axes is None:
+                axes = image.axes
+            image = image.data
+        arr = np.asarray(image)
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if dtype == "input" and arr.dtype.kind == "b":
+            raise ConfigError("dtype='input' cannot keep a boolean image; use float32")
+        if arr.ndim < 2:
+            raise AxesError(f"an image needs at least 2 dimensions (Y, X), got shape {arr.shape}")
+        axes = guess_axes(arr.ndim) if axes is None else validate_axes(axes, arr.ndim)
+        check_finite(arr)
+        dev = resolve_device(device)
+        t_default, o_default = self._tile_defaults()
+        tile = t_default if tile is None else tile
+        overlap = o_default if overlap is None else overlap
+
+        # (..., Y, X) with every other axis leading; channels first when present
+        lead = [a for a in axes if a not in "YX"]
+        if "C" in lead:
+            lead.remove("C")
+            lead.insert(0, "C")
+        order = [axes.index(a) for a in [*lead, "Y", "X"]]
+        work = np.transpose(arr, order)
+        h, w = work.shape[-2:]
+        n_chan = work.shape[0] if "C" in axes else 1
+        planes = work.reshape(n_chan, -1, h, w)
+
+        pmin, pmax = self.percentiles
+        net = self.network.to(dev)
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            return net(x)[0]
+
+        out = np.empty(planes.shape, dtype=np.float32)
+        for c in range(n_chan):
+            chan = planes[c]
+            lo, hi = _scale(chan, pmin, pmax)
+            normed = normalize(chan, lo, hi)
+            label = desc if n_chan == 1 else f"{desc or 'channel'} {c}"
+            restored = predict_tiled(
+                fn,
+                normed,
+                tile=tile,
+                overlap=overlap,
+                batch_size=batch_size,
+                multiple=self.size_multiple,
+                progress=progress,
+                device=dev,
+                desc=label,
+            )
+            out[c] = denormalize(restored, lo, hi)
+
+        result = out.reshape(work.shape)
+        result = np.transpose(result, np.argsort(order))
+        if dtype == "input":
+            result = _to_dtype(result, arr.dtype)
+        return np.ascontiguousarray(result)
+
+
+def _scale(x: np.ndarray, pmin: float, pmax: float) -> tuple[float, float]:
+    """Percentile range of a whole image, falling back to min/max when degenerate."""
+    lo, hi = percentiles(x, pmin, pmax)
+    if hi <= lo:  # e.g. a sparse image whose percentiles coincide
+        lo, hi = float(np.min(x)), float(np.max(x))
+    return lo, hi
+
+
+def _to_dtype(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Cast to ``dtype`` with rounding and clipping for integers."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(x), info.min, info.max).astype(dtype)
+    if dtype.kind == "f":
+        info = np.finfo(dtype)
+        return np.clip(x, info.min, info.max).astype(dtype)
+    raise ConfigError(f"cannot convert the result to {dtype}")
+
+
+def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str = "auto") -> Model:
+    """Load a model file, or a bundled or user model by name.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like, optional
+        A ``.safetensors`` model file, a folder containing
+        ``model.safetensors``, or a model name (``sharpscope models`` lists
+        them).  ``None`` loads the default model ``widefield-2d``.
+    device : {'auto', 'cpu', 'cuda'}
+        Where to place the network.
+
+    Returns
+    -------
+    Model
+
+    Raises
+    ------
+    ModelFormatError
+        Model not found, or a file that fails validation.
+
+    Examples
+    --------
+    >>> model = load_model("debcr-2D_denoising")  # doctest: +SKIP
+    >>> model.network  # doctest: +SKIP
+    MRBCR(...)
+    """
+    from sharpscope.models.format import load_network
+    from sharpscope.models.store import DEFAULT_MODEL, resolve_model
+
+    dev = resolve_device(device)
+    try:
+        path = resolve_model(name_or_path)
+    except ModelFormatError as exc:
+        if name_or_path is None:
+            raise ModelFormatError(
+                f"the default model {DEFAULT_MODEL!r} is not installed; pass a model file "
+                "or name (--model), e.g. one made by 'sharpscope import-debcr'"
+            ) from None
+        raise ModelFormatError(str(exc)) from None
+    header, network = load_network(path)
+    return Model(header, network.to(dev), path=Path(path))
+
+
+# ------------------------------------------------------------------- files
+
+
+def _has_magic(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Files named by paths, folders (their supported images) and globs.
+
+    Raises
+    ------
+    InputError
+        An input that matches nothing, or no inputs at all.
+
+    Examples
+    --------
+    >>> expand_inputs(["data/*.tif"])  # doctest: +SKIP
+    [PosixPath('data/a.tif'), PosixPath('data/b.tif')]
+    """
+    files: list[Path] = []
+    for item in inputs:
+        text = os.fspath(item)
+        p = Path(text)
+        if p.is_dir():
+            found = sorted(
+                q for q in p.iterdir() if q.is_file() and not q.name.startswith(".") and is_image_file(q)
+            )
+            if not found:
+                raise InputError(f"{p}: folder contains no supported images")
+            files.extend(found)
+        elif p.exists():
+            files.append(p)
+        elif _has_magic(text):
+            found = sorted(Path(m) for m in glob.glob(text) if Path(m).is_file() and is_image_file(m))
+            if not found:
+                raise InputError(f"{text}: no images match")
+            files.extend(found)
+        else:
+            raise InputError(f"{p}: no such file")
+    unique: list[Path] = []
+    seen: set[Path] = set()
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    if not unique:
+        raise InputError("no input images given")
+    return unique
+
+
+def _output_name(src: Path) -> str:
+    name = src.name
+    lower = name.lower()
+    for ome in (".ome.tif", ".ome.tiff"):
+        if lower.endswith(ome):
+            return f"{name[: -len(ome)]}_restored.ome.tif"
+    return f"{src.stem}_restored.tif"
+
+
+def plan_outputs(files: Sequence[Path], output: str | os.PathLike[str]) -> list[Path]:
+    """Destination of each input: ``OUT`` itself, or ``OUT/<stem>_restored.tif``.
+
+    One input and an ``OUT`` that is not an existing folder (nor ends with a
+    path separator): ``OUT`` is the output file.  Otherwise ``OUT`` is a folder.
+
+    Raises
+    ------
+    InputError
+        ``OUT`` is an existing file while several inputs are given, two inputs
+        map to the same output, or an output would overwrite its input.
+    """
+    text = os.fspath(output)
+    out = Path(text)
+    as_dir = out.is_dir() or text.endswith(("/", os.sep)) or len(files) > 1
+    if as_dir:
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out}: exists and is not a folder (several inputs need a folder)")
+        dests = [out / _output_name(f) for f in files]
+    else:
+        if not out.name.lower().endswith(WRITE_SUFFIXES):
+            raise InputError(
+                f"{out}: cannot write this file type (supported: {', '.join(WRITE_SUFFIXES)})"
+            )
+        dests = [out]
+    seen: dict[Path, Path] = {}
+    for src, dst in zip(files, dests, strict=True):
+        key = dst.resolve()
+        if key in seen:
+            raise InputError(f"{seen[key]} and {src} would both be written to {dst}")
+        if key == src.resolve():
+            raise InputError(f"{dst}: output would overwrite its input")
+        seen[key] = src
+    return dests
+
+
+def restore_files(
+    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    model: Model | str | os.PathLike[str] | None = None,
+    axes: str | None = None,
+    **kw: Any,
+) -> list[Path]:
+    """Restore image files and write the results.
+
+    Parameters
+    ----------
+    inputs : path-like or iterable of them
+        Image files, folders (every supported image directly inside) and glob
+        patterns.
+    output : path-like
+        With one input: the output file, or an existing folder.  With several:
+        a folder (created when missing).  Files in a folder are named
+        ``<stem>_restored.tif`` (``.ome.tif`` for OME inputs).
+    model : Model, str or path-like, optional
+        A loaded :class:`Model` or what :func:`load_model` takes.
+    axes : str, optional
+        Axes override for every input.
+    **kw
+        Passed to :meth:`Model.predict` (``tile``, ``overlap``,
+        ``batch_size``, ``device``, ``progress``, ``dtype``).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The written files, in input order.  Each is written atomically; on an
+        error no partial file is left (files finished earlier remain).
+
+    Raises
+    ------
+    SharpscopeError
+        The message names the offending file.
+
+    Examples
+    --------
+    >>> restore_files(["raw/*.tif"], "restored/", model="my.safetensors")  # doctest: +SKIP
+    [PosixPath('restored/a_restored.tif'), PosixPath('restored/b_restored.tif')]
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    files = expand_inputs(inputs)
+    dests = plan_outputs(files, output)
+    if axes is not None:
+        validate_axes(axes, len(axes.strip()))
+    device = kw.get("device", "auto")
+    if not isinstance(model, Model):
+        model = load_model(model, device=device)
+    if kw.get("dtype", "float32") not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {kw['dtype']!r}")
+    desc = kw.pop("desc", None)
+    written: list[Path] = []
+    for src, dst in zip(files, dests, strict=True):
+        img = read_image(src, axes=axes)
+        try:
+            restored = model.predict(img.data, axes=img.axes, desc=desc or src.name, **kw)
+        except SharpscopeError as exc:
+            raise type(exc)(f"{src}: {exc}") from None
+        written.append(write_image(dst, restored, img.axes, pixel_size=img.pixel_size))
+    return written

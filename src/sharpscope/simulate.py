@@ -1,0 +1,869 @@
+"""Simulated training pairs: presets of the sampling distribution and the dataset.
+
+A training pair is drawn from a *preset* (the distribution ``mu`` of the
+optics, the noise and the specimen) as follows; every step uses one
+:class:`torch.Generator` seeded from ``(seed, index)``, so sample ``index`` of
+a stream is a pure function of the seed and its index::
+
+    x      = specimen (procedural, or a crop of a user image), in [0, 1],
+             rendered on a canvas larger than the patch by the PSF half-size
+    h      = imaging PSF drawn from the preset (optics or Zernike pupil)
+    clean  = k * (h * x)           k = peak / max(h * x): the exposure
+    low    = sensor(clean + b)     Poisson gain, Gaussian read noise, optional
+                                   quantisation and salt-and-pepper (noise.sensor)
+    gt     = k * (t * x) + b       t = narrow Gaussian target PSF (sigma 0.6 px)
+
+then both are cropped to the patch and normalised with the *same* affine map,
+the one that sends the 1st and 99.8th percentiles of ``low`` to 0 and 1 (what
+:func:`sharpscope.normalize.percentiles` does at inference time).  ``low`` and
+``gt`` are therefore photometrically consistent: ``E[low]`` is ``gt`` blurred by
+``h`` (up to the narrow target blur), with the same background ``b`` and the
+same scale.  The target is the specimen as seen by an ideal instrument with a
+1.4 px FWHM: band-limited and reachable, rather than the infinitely sharp
+object.
+
+Presets
+-------
+``'mrbcr-widefield'`` (:class:`OpticsPreset`)
+    The m-rBCR paper's simulation: NA ~ U[0.4, 1.0], excitation ~ U[450, 490] nm,
+    emission ~ U[excitation, 600] nm (a Stokes shift is never negative),
+    refractive index 1.33; widefield (pinhole 1000 um, i.e. open) or confocal
+    (pinhole 0.1 um) with probability 1/2 each; Gaussian sigma ~ U[0.01, 0.05]
+    and Poisson gain ~ U[0.01, 0.05] on the [0, 1] image scale.  An open
+    pinhole is simulated as the widefield *emission* PSF
+    (:func:`sharpscope.physics.psf.widefield_psf` at the emission wavelength),
+    which is what a camera records.  The pixel size is Nyquist-based:
+    ``pixel = s * emission / (4 NA)`` with the sampling factor ``s ~ U[0.5, 1]``
+    (``s = 1`` is exactly Nyquist, i.e. ``fc = NA * pixel / emission = 0.25``;
+    ``s = 0.5`` is 2x oversampled), so ``fc`` spans [0.125, 0.25] as in the
+    poster.  3-D stacks use ``z_step = s_z * emission / (2 n (1 - cos a))``,
+    ``sin a = NA / n``, ``s_z ~ U[0.5, 1]``.
+``'poster-zernike'`` (:class:`ZernikePreset`)
+    The blind-deconvolution poster: ``fc ~ U[0.125, 0.25]``, Zernike
+    coefficients for Noll indices 4-11 (defocus, astigmatism x2, coma x2,
+    trefoil x2, primary spherical; the same set as deepinv's default)
+    ``theta_k ~ U[-theta_max, theta_max]`` waves RMS with ``theta_max ~ U[0, 0.2]``
+    drawn per sample, 16-bit quantisation, salt-and-pepper ``s = 1e-5``.  The
+    poster leaves the noise ranges open; we use a log-uniform Poisson gain in
+    [0.002, 0.05] (20 to 500 photons at the brightest pixel) and a Gaussian
+    sigma ~ U[0.001, 0.03].  In 3-D the pupil is propagated as a widefield
+    stack with NA 1.0, n 1.33 and 520 nm (so that ``fc`` is honoured).
+
+Both presets draw the specimen kind from {mixed 0.4, filaments 0.2, nuclei
+0.15, membranes 0.1, puncta 0.15} with a log-uniform density in [0.5, 2],
+a peak (exposure) ~ U[0.6, 1] and a background ~ U[0, 0.05].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from sharpscope.errors import ConfigError, InputError
+from sharpscope.physics import specimens
+from sharpscope.physics.blur import Convolution
+from sharpscope.physics.noise import sensor
+
+__all__ = [
+    "PRESETS",
+    "NoiseModel",
+    "OpticsPreset",
+    "Preset",
+    "SimulatedPairs",
+    "SpecimenModel",
+    "ZernikePreset",
+    "get_preset",
+    "sample_seed",
+    "simulate_dataset",
+    "simulate_pair",
+    "write_dataset",
+]
+
+Range = tuple[float, float]
+
+
+# --------------------------------------------------------------------------- drawing helpers
+def _u(g: torch.Generator, r: Range) -> float:
+    lo, hi = float(r[0]), float(r[1])
+    if hi == lo:
+        return lo
+    return lo + (hi - lo) * float(torch.rand((), generator=g, dtype=torch.float64))
+
+
+def _logu(g: torch.Generator, r: Range) -> float:
+    lo, hi = float(r[0]), float(r[1])
+    if hi == lo:
+        return lo
+    return math.exp(_u(g, (math.log(lo), math.log(hi))))
+
+
+def _check_range(name: str, r: Range, positive: bool = False) -> None:
+    if len(r) != 2 or not float(r[0]) <= float(r[1]):
+        raise ConfigError(f"{name} must be a (low, high) pair with low <= high, got {r}")
+    if positive and float(r[0]) <= 0:
+        raise ConfigError(f"{name} must be positive, got {r}")
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The 63-bit seed of sample ``index`` of the stream ``seed``.
+
+    Mixes both numbers with :class:`numpy.random.SeedSequence`, so nearby
+    seeds and indices give unrelated streams.
+
+    Examples
+    --------
+    >>> from sharpscope.simulate import sample_seed
+    >>> sample_seed(0, 1) == sample_seed(0, 1) != sample_seed(1, 0)
+    True
+    """
+    if int(seed) < 0 or int(index) < 0:
+        raise ConfigError("seed and index must be non-negative integers")
+    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+# --------------------------------------------------------------------------- preset parts
+@dataclass(frozen=True)
+class NoiseModel:
+    """Ranges of the sensor parameters (see :func:`sharpscope.physics.noise.sensor`).
+
+    Attributes
+    ----------
+    gain : (float, float)
+        Range of the Poisson gain ``gamma`` (variance = gamma x mean) on the
+        image scale where the clean image peaks at ``peak``.
+    gain_log : bool
+        Draw the gain log-uniformly instead of uniformly.
+    sigma : (float, float)
+        Range of the Gaussian read-noise standard deviation.
+    background : (float, float)
+        Range of the constant background added before photon counting.
+    peak : (float, float)
+        Range of the maximum of the clean blurred image (the exposure).
+    bits : int or None
+        Quantisation bits over [0, 1] (None: no quantisation).
+    salt_pepper : float or None
+        Salt-and-pepper probability (None: none).
+    """
+
+    gain: Range = (0.01, 0.05)
+    gain_log: bool = False
+    sigma: Range = (0.01, 0.05)
+    background: Range = (0.0, 0.05)
+    peak: Range = (0.6, 1.0)
+    bits: int | None = None
+    salt_pepper: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_range("gain", self.gain)
+        _check_range("sigma", self.sigma)
+        _check_range("background", self.background)
+        _check_range("peak", self.peak, positive=True)
+        if self.gain_log and float(self.gain[0]) <= 0:
+            raise ConfigError("a log-uniform gain range must be positive")
+
+    def draw(self, g: torch.Generator) -> dict[str, Any]:
+        gain = _logu(g, self.gain) if self.gain_log else _u(g, self.gain)
+        return {
+            "gain": gain,
+            "sigma": _u(g, self.sigma),
+            "background": _u(g, self.background),
+            "peak": _u(g, self.peak),
+            "bits": 0 if self.bits is None else int(self.bits),
+            "salt_pepper": 0.0 if self.salt_pepper is None else float(self.salt_pepper),
+        }
+
+
+_DEFAULT_KINDS = (
+    ("mixed", 0.4),
+    ("filaments", 0.2),
+    ("nuclei", 0.15),
+    ("membranes", 0.1),
+    ("puncta", 0.15),
+)
+
+
+@dataclass(frozen=True)
+class SpecimenModel:
+    """Distribution of the procedural specimens.
+
+    Attributes
+    ----------
+    kinds : tuple of (str, float)
+        Specimen kinds (see :mod:`sharpscope.physics.specimens`) and their
+        probabilities (normalised).
+    density : (float, float)
+        Log-uniform range of the density multiplier.
+    """
+
+    kinds: tuple[tuple[str, float], ...] = _DEFAULT_KINDS
+    density: Range = (0.5, 2.0)
+
+    def __post_init__(self) -> None:
+        if not self.kinds:
+            raise ConfigError("at least one specimen kind is needed")
+        for kind, weight in self.kinds:
+            if kind not in specimens.KINDS:
+                raise ConfigError(f"unknown specimen kind {kind!r}")
+            if weight < 0:
+                raise ConfigError("specimen kind weights must be non-negative")
+        if sum(w for _, w in self.kinds) <= 0:
+            raise ConfigError("specimen kind weights must not all be zero")
+        _check_range("density", self.density, positive=True)
+
+    def draw(self, g: torch.Generator) -> tuple[str, float]:
+        weights = torch.tensor([w for _, w in self.kinds], dtype=torch.float64)
+        i = int(torch.multinomial(weights / weights.sum(), 1, generator=g))
+        return self.kinds[i][0], _logu(g, self.density)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Common part of a simulation preset.
+
+    Attributes
+    ----------
+    name, description : str
+        Identification.
+    specimen : SpecimenModel
+        The ground-truth distribution.
+    noise : NoiseModel
+        The sensor distribution.
+    psf_size : int
+        Lateral size of the imaging PSF (odd).
+    target_sigma : float
+        Lateral sigma (px) of the Gaussian target PSF that defines ``gt``.
+    target_sigma_z : float
+        Axial sigma of the target PSF in voxels (3-D only).
+    normalize : (float, float) or None
+        Percentiles of ``low`` mapped to 0 and 1 (applied to ``low`` and ``gt``
+        alike); None keeps the raw scale (clean image peaking at ``peak``).
+    depth : int
+        Number of slices of a 3-D patch when the patch size is a single int.
+    """
+
+    name: str = "custom"
+    description: str = ""
+    specimen: SpecimenModel = field(default_factory=SpecimenModel)
+    noise: NoiseModel = field(default_factory=NoiseModel)
+    psf_size: int = 33
+    target_sigma: float = 0.6
+    target_sigma_z: float = 0.6
+    normalize: Range | None = (1.0, 99.8)
+    depth: int = 16
+
+    def __post_init__(self) -> None:
+        if int(self.psf_size) < 3 or int(self.psf_size) % 2 == 0:
+            raise ConfigError(f"psf_size must be odd and >= 3, got {self.psf_size}")
+        if self.target_sigma < 0 or self.target_sigma_z < 0:
+            raise ConfigError("target sigmas must be non-negative")
+        if self.normalize is not None and not 0 <= self.normalize[0] < self.normalize[1] <= 100:
+            raise ConfigError(f"normalize must be (pmin, pmax) percentiles, got {self.normalize}")
+        if int(self.depth) < 1:
+            raise ConfigError("depth must be positive")
+
+    def draw_psf(
+        self, g: torch.Generator, ndim: int, depth: int
+    ) -> tuple[torch.Tensor, dict[str, Any], float]:
+        """Draw an imaging PSF; return ``(psf, params, voxel_aspect)``."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible description (class name included)."""
+        d = dataclasses.asdict(self)
+        d["type"] = type(self).__name__
+        return d
+
+
+def _psf_planes(depth: int) -> int:
+    return depth if depth % 2 == 1 else depth + 1
+
+
+def _axial_nyquist(na: float, wavelength_um: float, n: float) -> float:
+    cos_a = math.sqrt(max(0.0, 1.0 - (na / n) ** 2))
+    return wavelength_um / (2.0 * n * (1.0 - cos_a))
+
+
+@dataclass(frozen=True)
+class OpticsPreset(Preset):
+    """Preset drawing microscope optics (the m-rBCR simulation).
+
+    Attributes
+    ----------
+    na : (float, float)
+        Numerical aperture range.
+    wavelength_ex, wavelength_em : (float, float)
+        Excitation and emission wavelength ranges in nm; the emission is
+        drawn in ``[max(excitation, low), high]``.
+    refractive_index : float
+        Immersion refractive index.
+    confocal_probability : float
+        Probability of a confocal PSF (else widefield).
+    pinhole_widefield, pinhole_confocal : float
+        Pinhole diameters (um, sample plane) recorded for each modality.
+    sampling : (float, float)
+        Range of the lateral sampling factor ``s``: ``pixel = s * emission / (4 NA)``.
+    sampling_z : (float, float)
+        Range of the axial sampling factor (3-D).
+    """
+
+    na: Range = (0.4, 1.0)
+    wavelength_ex: Range = (450.0, 490.0)
+    wavelength_em: Range = (450.0, 600.0)
+    refractive_index: float = 1.33
+    confocal_probability: float = 0.5
+    pinhole_widefield: float = 1000.0
+    pinhole_confocal: float = 0.1
+    sampling: Range = (0.5, 1.0)
+    sampling_z: Range = (0.5, 1.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_range("na", self.na, positive=True)
+        _check_range("wavelength_ex", self.wavelength_ex, positive=True)
+        _check_range("wavelength_em", self.wavelength_em, positive=True)
+        _check_range("sampling", self.sampling, positive=True)
+        _check_range("sampling_z", self.sampling_z, positive=True)
+        if self.na[1] >= self.refractive_index:
+            raise ConfigError("NA must stay below the refractive index")
+        if not 0 <= self.confocal_probability <= 1:
+            raise ConfigError("confocal_probability must be in [0, 1]")
+
+    def draw_psf(self, g, ndim, depth):
+        from sharpscope.physics.psf import confocal_psf, widefield_psf
+
+        na = _u(g, self.na)
+        ex = _u(g, self.wavelength_ex)
+        em = _u(g, (max(ex, self.wavelength_em[0]), max(ex, self.wavelength_em[1])))
+        confocal = float(torch.rand((), generator=g, dtype=torch.float64)) < self.confocal_probability
+        s = _u(g, self.sampling)
+        s_z = _u(g, self.sampling_z)
+        n = float(self.refractive_index)
+        pixel = s * em / (4.0 * na) / 1000.0  # um
+        z_step = s_z * _axial_nyquist(na, em / 1000.0, n) if ndim == 3 else 0.0
+        kw: dict[str, Any] = {"refractive_index": n, "size": int(self.psf_size)}
+        if ndim == 3:
+            kw.update(z_planes=_psf_planes(depth), z_step=z_step)
+        if confocal:
+            psf = confocal_psf(na, ex, em, pixel, self.pinhole_confocal, **kw)
+        else:
+            psf = widefield_psf(na, em, pixel, **kw)
+        params = {
+            "modality": "confocal" if confocal else "widefield",
+            "na": na,
+            "wavelength_ex": ex,
+            "wavelength_em": em,
+            "refractive_index": n,
+            "pinhole": self.pinhole_confocal if confocal else self.pinhole_widefield,
+            "pixel_size": pixel,
+            "z_step": z_step,
+            "fc": na * pixel * 1000.0 / em,
+        }
+        return psf, params, (z_step / pixel if ndim == 3 else 1.0)
+
+
+@dataclass(frozen=True)
+class ZernikePreset(Preset):
+    """Preset drawing Zernike-aberrated pupil PSFs (the blind-deconvolution poster).
+
+    Attributes
+    ----------
+    fc : (float, float)
+        Cut-off frequency range in cycles/pixel (0.25 is the Shannon limit).
+    noll_start : int
+        Noll index of the first coefficient.
+    n_zernike : int
+        Number of coefficients (Noll ``noll_start .. noll_start + n_zernike - 1``).
+    theta_max : (float, float)
+        Range of the per-sample maximum amplitude (waves RMS).
+    na, wavelength, refractive_index : float
+        Optics used for 3-D stacks only (pixel size = fc * wavelength / NA).
+    sampling_z : (float, float)
+        Range of the axial sampling factor (3-D).
+    """
+
+    fc: Range = (0.125, 0.25)
+    noll_start: int = 4
+    n_zernike: int = 8
+    theta_max: Range = (0.0, 0.2)
+    na: float = 1.0
+    wavelength: float = 520.0
+    refractive_index: float = 1.33
+    sampling_z: Range = (0.5, 1.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_range("fc", self.fc, positive=True)
+        _check_range("theta_max", self.theta_max)
+        if int(self.noll_start) < 1 or int(self.n_zernike) < 0:
+            raise ConfigError("noll_start must be >= 1 and n_zernike >= 0")
+
+    def draw_psf(self, g, ndim, depth):
+        from sharpscope.physics.psf import pupil_psf, widefield_psf
+
+        fc = _u(g, self.fc)
+        tmax = _u(g, self.theta_max)
+        theta = (2 * torch.rand(1, int(self.n_zernike), generator=g, dtype=torch.float32) - 1) * tmax
+        params: dict[str, Any] = {
+            "fc": fc,
+            "theta_max": tmax,
+            "noll_start": int(self.noll_start),
+            "zernike": [float(v) for v in theta[0]],
+        }
+        if ndim == 2:
+            psf = pupil_psf(theta, fc, size=int(self.psf_size), noll_start=int(self.noll_start))[0]
+            params.update(pixel_size=0.0, z_step=0.0)
+            return psf, params, 1.0
+        if int(self.noll_start) != 4:
+            raise ConfigError("3-D Zernike presets need noll_start = 4")
+        pixel = fc * self.wavelength / self.na / 1000.0
+        s_z = _u(g, self.sampling_z)
+        z_step = s_z * _axial_nyquist(self.na, self.wavelength / 1000.0, self.refractive_index)
+        psf = widefield_psf(
+            self.na,
+            self.wavelength,
+            pixel,
+            refractive_index=self.refractive_index,
+            size=int(self.psf_size),
+            z_planes=_psf_planes(depth),
+            z_step=z_step,
+            zernike=theta[0],
+        )
+        params.update(pixel_size=pixel, z_step=z_step)
+        return psf, params, z_step / pixel
+
+
+PRESETS: dict[str, Preset] = {
+    "mrbcr-widefield": OpticsPreset(
+        name="mrbcr-widefield",
+        description=(
+            "m-rBCR paper: NA 0.4-1.0, excitation 450-490 nm, emission 450-600 nm, n 1.33, "
+            "widefield or confocal (pinhole 0.1 um), Gaussian 0.01-0.05, Poisson gain 0.01-0.05"
+        ),
+        noise=NoiseModel(gain=(0.01, 0.05), sigma=(0.01, 0.05)),
+    ),
+    "poster-zernike": ZernikePreset(
+        name="poster-zernike",
+        description=(
+            "blind-deconvolution poster: fc 0.125-0.25, Noll 4-11 with |theta_k| <= theta_max "
+            "~ U[0, 0.2] waves, 16-bit, salt-and-pepper 1e-5"
+        ),
+        noise=NoiseModel(
+            gain=(0.002, 0.05), gain_log=True, sigma=(0.001, 0.03), bits=16, salt_pepper=1e-5
+        ),
+    ),
+}
+
+
+def get_preset(preset: str | Preset) -> Preset:
+    """Look up a preset by name (a :class:`Preset` is returned unchanged).
+
+    Examples
+    --------
+    >>> from sharpscope.simulate import get_preset
+    >>> get_preset("poster-zernike").fc
+    (0.125, 0.25)
+    """
+    if isinstance(preset, Preset):
+        return preset
+    p = PRESETS.get(str(preset))
+    if p is None:
+        raise ConfigError(f"unknown preset {preset!r}; available: {', '.join(sorted(PRESETS))}")
+    return p
+
+
+# --------------------------------------------------------------------------- one pair
+def _patch_shape(patch_size: int | Sequence[int], ndim: int, depth: int) -> tuple[int, ...]:
+    if ndim not in (2, 3):
+        raise ConfigError(f"ndim must be 2 or 3, got {ndim}")
+    if isinstance(patch_size, (int, np.integer)):
+        p = int(patch_size)
+        shape = (p, p) if ndim == 2 else (int(depth), p, p)
+    else:
+        shape = tuple(int(s) for s in patch_size)
+        if len(shape) != ndim:
+            raise ConfigError(f"patch size {shape} does not match ndim={ndim}")
+    if min(shape) < 1:
+        raise ConfigError(f"patch size must be positive, got {shape}")
+    return shape
+
+
+def _gaussian_kernel(sigmas: Sequence[float]) -> torch.Tensor:
+    """Pixel-integrated separable Gaussian, normalised to sum 1 (a delta for sigma 0)."""
+    out = torch.ones((), dtype=torch.float64)
+    for s in sigmas:
+        r = max(1, int(math.ceil(4 * s)))
+        v = torch.arange(-r, r + 1, dtype=torch.float64)
+        if s <= 0:
+            k = (v == 0).to(torch.float64)
+        else:
+            a = math.sqrt(2.0) * s
+            k = torch.erf((v + 0.5) / a) - torch.erf((v - 0.5) / a)
+        k = k / k.sum()
+        out = out[..., None] * k
+    return out.to(torch.float32)
+
+
+def _user_crop(
+    images: Sequence[torch.Tensor], shape: tuple[int, ...], g: torch.Generator
+) -> tuple[torch.Tensor, int]:
+    i = int(torch.randint(len(images), (), generator=g))
+    img = images[i]
+    pads = []
+    for n, s in zip(reversed(img.shape), reversed(shape), strict=True):
+        extra = max(0, s - n)
+        pads += [extra // 2, extra - extra // 2]
+    if any(pads):
+        mode = "reflect" if all(p < n for p, n in zip(pads[::2], reversed(img.shape), strict=True)) else "replicate"
+        img = torch.nn.functional.pad(img[None, None], pads, mode=mode)[0, 0]
+    sl = []
+    for n, s in zip(img.shape, shape, strict=True):
+        o = int(torch.randint(n - s + 1, (), generator=g))
+        sl.append(slice(o, o + s))
+    crop = img[tuple(sl)]
+    # random flips of every axis and, for square lateral crops, a transpose
+    for ax in range(crop.ndim):
+        if bool(torch.rand((), generator=g) < 0.5):
+            crop = crop.flip(ax)
+    if shape[-1] == shape[-2] and bool(torch.rand((), generator=g) < 0.5):
+        crop = crop.transpose(-1, -2)
+    return crop.contiguous(), i
+
+
+def simulate_pair(
+    preset: str | Preset,
+    shape: tuple[int, ...],
+    generator: torch.Generator,
+    ground_truth: Sequence[torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Draw one training pair (torch tensors) from ``preset``.
+
+    Parameters
+    ----------
+    preset : str or Preset
+        Sampling distribution.
+    shape : tuple of int
+        Patch shape ``(H, W)`` or ``(Z, H, W)``.
+    generator : torch.Generator
+        All randomness of this pair.
+    ground_truth : sequence of torch.Tensor, optional
+        User images in [0, 1] (see :func:`sharpscope.physics.specimens.from_image`)
+        to crop the specimen from instead of drawing a procedural one.
+
+    Returns
+    -------
+    dict
+        ``low`` and ``gt`` (``(1, *shape)`` float32), ``psf`` (float32) and
+        ``params`` (a flat dict of numbers and strings).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sharpscope.simulate import simulate_pair
+    >>> s = simulate_pair("mrbcr-widefield", (32, 32), torch.Generator().manual_seed(0))
+    >>> tuple(s["low"].shape), tuple(s["gt"].shape), s["low"].dtype
+    ((1, 32, 32), (1, 32, 32), torch.float32)
+    """
+    p = get_preset(preset)
+    ndim = len(shape)
+    psf, params, aspect = p.draw_psf(generator, ndim, shape[0] if ndim == 3 else 1)
+    psf = psf.to(torch.float32)
+    margins = [k // 2 for k in psf.shape]
+    canvas = tuple(s + 2 * m for s, m in zip(shape, margins, strict=True))
+    if ground_truth:
+        x, src = _user_crop(ground_truth, canvas, generator)
+        kind, density = "user", 0.0
+        params["source_index"] = src
+    else:
+        kind, density = p.specimen.draw(generator)
+        x = specimens.render_specimen(
+            kind, canvas, generator, density=density, voxel_aspect=float(aspect)
+        )
+    noise = p.noise.draw(generator)
+    sig = [p.target_sigma] * 2 if ndim == 2 else [p.target_sigma_z] + [p.target_sigma] * 2
+    # circular convolution on the padded canvas: the wrap-around stays in the margins
+    blurred = Convolution(psf, "circular").forward(x)
+    target = Convolution(_gaussian_kernel(sig), "circular").forward(x)
+    crop = tuple(slice(m, m + s) for s, m in zip(shape, margins, strict=True))
+    blurred, target = blurred[crop], target[crop]
+    top = float(blurred.max())
+    k = noise["peak"] / top if top > 1e-12 else 1.0
+    low = sensor(
+        blurred * k,
+        background=noise["background"],
+        gain=noise["gain"],
+        sigma=noise["sigma"],
+        bits=noise["bits"] or None,
+        salt_pepper=noise["salt_pepper"] or None,
+        generator=generator,
+    )
+    gt = target * k + noise["background"]
+    lo, hi = 0.0, 1.0
+    if p.normalize is not None:
+        q = torch.quantile(
+            low.reshape(-1).to(torch.float64),
+            torch.tensor([p.normalize[0] / 100, p.normalize[1] / 100], dtype=torch.float64),
+        )
+        lo, hi = float(q[0]), float(q[1])
+        scale = max(hi - lo, 1e-6)
+        low = (low - lo) / scale
+        gt = (gt - lo) / scale
+    params.update(kind=kind, density=density, scale=k, norm_lo=lo, norm_hi=hi, **noise)
+    return {
+        "low": low.to(torch.float32)[None].contiguous(),
+        "gt": gt.to(torch.float32)[None].contiguous(),
+        "psf": psf,
+        "params": params,
+    }
+
+
+# --------------------------------------------------------------------------- dataset
+class SimulatedPairs(IterableDataset):
+    """Infinite stream of simulated ``(low, gt)`` training pairs.
+
+    Sample ``i`` is a pure function of ``(seed, i)`` (see :meth:`sample`), so
+    the stream is reproducible and can be resumed exactly.  Iterating yields
+    the samples ``start, start + 1, ...``; under a
+    :class:`torch.utils.data.DataLoader` with ``W`` workers, worker ``w``
+    produces the blocks ``w, w + W, w + 2W, ...`` of ``block_size``
+    consecutive indices.  With ``block_size`` equal to the loader's batch
+    size, the loader delivers exactly the single-process order (batch ``b``
+    holds samples ``start + b * B ... start + (b + 1) * B - 1``), so a trainer
+    resumes by passing ``start = batches_done * batch_size``.  Workers never
+    produce the same sample.
+
+    Parameters
+    ----------
+    preset : str or Preset
+        Sampling distribution (a name in :data:`PRESETS` or a preset object).
+    patch_size : int or tuple of int
+        Lateral side (with ``ndim=3`` the depth is ``preset.depth``) or the
+        full patch shape.
+    seed : int
+        Stream seed.
+    ndim : {2, 3}
+        Dimensionality of the patches.
+    start : int
+        Index of the first sample.
+    block_size : int
+        Consecutive indices handled by one worker in turn (see above).
+    ground_truth : sequence of arrays, optional
+        User images (2-D or 3-D, matching ``ndim``) used as specimens instead
+        of procedural ones; each is normalised to [0, 1] with
+        :func:`sharpscope.physics.specimens.from_image`.
+
+    Yields
+    ------
+    dict
+        ``low`` and ``gt``: ``(1, *patch)`` float32 tensors on the same
+        normalised scale; ``psf``: the imaging PSF; ``params``: the sample's
+        parameters (same keys for every sample of a preset, so the default
+        collate function batches them).
+
+    Examples
+    --------
+    >>> from sharpscope.simulate import SimulatedPairs
+    >>> ds = SimulatedPairs("mrbcr-widefield", patch_size=32, seed=0)
+    >>> s = next(iter(ds))
+    >>> tuple(s["low"].shape), bool((s["low"] == ds.sample(0)["low"]).all())
+    ((1, 32, 32), True)
+    """
+
+    def __init__(
+        self,
+        preset: str | Preset = "mrbcr-widefield",
+        patch_size: int | Sequence[int] = 128,
+        seed: int = 0,
+        ndim: int = 2,
+        start: int = 0,
+        block_size: int = 1,
+        ground_truth: Sequence[np.ndarray] | None = None,
+    ) -> None:
+        super().__init__()
+        self.preset = get_preset(preset)
+        self.ndim = int(ndim)
+        self.shape = _patch_shape(patch_size, self.ndim, self.preset.depth)
+        if int(seed) < 0 or int(start) < 0 or int(block_size) < 1:
+            raise ConfigError("seed and start must be >= 0 and block_size >= 1")
+        self.seed = int(seed)
+        self.start = int(start)
+        self.block_size = int(block_size)
+        self.ground_truth: list[torch.Tensor] | None = None
+        if ground_truth is not None:
+            imgs = []
+            for img in ground_truth:
+                arr = specimens.from_image(img)
+                if arr.ndim != self.ndim:
+                    raise InputError(
+                        f"ground-truth image of {arr.ndim} dimensions for a {self.ndim}-D simulation"
+                    )
+                imgs.append(torch.from_numpy(arr))
+            if not imgs:
+                raise InputError("ground_truth is empty")
+            self.ground_truth = imgs
+
+    def sample(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` of the stream (a pure function of ``seed`` and ``index``)."""
+        g = torch.Generator().manual_seed(sample_seed(self.seed, index))
+        out = simulate_pair(self.preset, self.shape, g, self.ground_truth)
+        out["params"]["index"] = int(index)
+        return out
+
+    __getitem__ = sample
+
+    def indices(self, worker: int = 0, num_workers: int = 1) -> Iterator[int]:
+        """The (infinite) sample indices produced by one worker."""
+        b = self.block_size
+        block = worker
+        while True:
+            first = self.start + block * b
+            yield from range(first, first + b)
+            block += num_workers
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, count = (0, 1) if info is None else (info.id, info.num_workers)
+        # torch's intra-op threads would oversubscribe the cores shared by workers
+        if info is not None:
+            torch.set_num_threads(1)
+        for i in self.indices(worker, count):
+            yield self.sample(i)
+
+
+# --------------------------------------------------------------------------- datasets on disk
+def simulate_dataset(
+    preset: str | Preset,
+    n: int,
+    size: int | Sequence[int] = 128,
+    seed: int = 0,
+    ndim: int = 2,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Simulate ``n`` pairs into arrays (samples ``0 .. n-1`` of the stream ``seed``).
+
+    Parameters
+    ----------
+    preset : str or Preset
+        Sampling distribution.
+    n : int
+        Number of pairs.
+    size : int or tuple of int
+        Patch size (see :class:`SimulatedPairs`).
+    seed : int
+        Stream seed.
+    ndim : {2, 3}
+        Dimensionality.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    dict
+        ``low``, ``gt``: float32 ``(n, *patch)``; ``psfs``: float32 ``(n, *psf)``;
+        ``params``: list of per-sample dicts; ``meta``: the preset, seed,
+        size and ndim.
+
+    Examples
+    --------
+    >>> from sharpscope.simulate import simulate_dataset
+    >>> d = simulate_dataset("poster-zernike", n=2, size=32, seed=1)
+    >>> d["low"].shape, d["psfs"].shape, len(d["params"])
+    ((2, 32, 32), (2, 33, 33), 2)
+    """
+    if int(n) < 1:
+        raise ConfigError(f"n must be positive, got {n}")
+    ds = SimulatedPairs(preset, patch_size=size, seed=seed, ndim=ndim)
+    it = range(int(n))
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="simulate", unit="pair")
+    low, gt, psfs, params = [], [], [], []
+    for i in it:
+        s = ds.sample(i)
+        low.append(s["low"][0].numpy())
+        gt.append(s["gt"][0].numpy())
+        psfs.append(s["psf"].numpy())
+        params.append(s["params"])
+    return {
+        "low": np.stack(low).astype(np.float32),
+        "gt": np.stack(gt).astype(np.float32),
+        "psfs": np.stack(psfs).astype(np.float32),
+        "params": params,
+        "meta": {
+            "preset": ds.preset.to_dict(),
+            "seed": int(seed),
+            "shape": list(ds.shape),
+            "ndim": ds.ndim,
+            "n": int(n),
+        },
+    }
+
+
+def write_dataset(path: str | os.PathLike[str], data: dict[str, Any]) -> tuple[Path, Path]:
+    """Write a simulated dataset in the DeBCR ``npz`` layout plus a JSON file.
+
+    ``path`` ending in ``.npz`` writes that file and ``<stem>.json`` beside
+    it; any other path is a directory receiving ``data.npz`` and
+    ``params.json``.  The npz holds ``low`` and ``gt`` (``(N, H, W)`` or
+    ``(N, Z, H, W)`` float32) and ``psf`` (``(N, *psf)``); the JSON holds the
+    preset, the seed and every sample's parameters.  Both are written
+    atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination file (``.npz``) or directory.
+    data : dict
+        As returned by :func:`simulate_dataset`.
+
+    Returns
+    -------
+    (pathlib.Path, pathlib.Path)
+        The npz and JSON paths.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, numpy as np
+    >>> from sharpscope.simulate import simulate_dataset, write_dataset
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "sim"
+    >>> npz, js = write_dataset(out, simulate_dataset("mrbcr-widefield", 2, 32))
+    >>> sorted(np.load(npz).files), js.name
+    (['gt', 'low', 'psf'], 'params.json')
+    """
+    from sharpscope.io import atomic_write
+
+    for key in ("low", "gt", "psfs", "params"):
+        if key not in data:
+            raise InputError(f"dataset is missing {key!r}")
+    p = Path(path)
+    if p.suffix.lower() == ".npz":
+        npz_path, json_path = p, p.with_suffix(".json")
+    else:
+        if p.exists() and not p.is_dir():
+            raise InputError(f"{p} exists and is not a directory")
+        npz_path, json_path = p / "data.npz", p / "params.json"
+    with atomic_write(npz_path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(
+                fh,
+                low=np.asarray(data["low"], np.float32),
+                gt=np.asarray(data["gt"], np.float32),
+                psf=np.asarray(data["psfs"], np.float32),
+            )
+    doc = dict(data.get("meta", {}))
+    doc["npz"] = npz_path.name
+    doc["samples"] = data["params"]
+    with atomic_write(json_path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1))
+    return npz_path, json_path

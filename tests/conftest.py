@@ -1,0 +1,54 @@
+"""Shared test fixtures: small model files built on the fly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# a randomly initialised m-rBCR small enough for fast tests (same topology as the published one)
+TINY_MRBCR_HPARAMS = dict(
+    channels=8,
+    dense_layers=2,
+    conv1d_filters=8,
+    conv1d_layers=2,
+    rdb_blocks=1,
+    rdb_growth=4,
+    rdb_layers=1,
+    out_kernel=3,
+)
+
+
+def make_tiny_model(path: Path, seed: int = 0, tile: int = 64, overlap: int = 32) -> Path:
+    """Save a randomly initialised small 'mrbcr' model file at ``path``."""
+    import torch
+
+    from sharpscope.models.format import save_model
+    from sharpscope.models.registry import build_network
+
+    torch.manual_seed(seed)
+    net = build_network("mrbcr", **TINY_MRBCR_HPARAMS)
+    header = {
+        "name": "tiny-test",
+        "description": "randomly initialised small m-rBCR for tests",
+        "architecture": "mrbcr",
+        "hparams": TINY_MRBCR_HPARAMS,
+        "tile": {"size": tile, "overlap": overlap},
+        "provenance": "tests/conftest.py, random initialisation",
+        "license": "BSD-3-Clause",
+    }
+    return save_model(path, net, header)
+
+
+@pytest.fixture
+def tiny_model_path(tmp_path: Path) -> Path:
+    """Path of a small randomly initialised 'mrbcr' model file (tile 64, overlap 32)."""
+    return make_tiny_model(tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture
+def tiny_model(tiny_model_path: Path):
+    """The tiny model loaded on the CPU as a :class:`sharpscope.restore.Model`."""
+    from sharpscope.restore import load_model
+
+    return load_model(tiny_model_path, device="cpu")
