@@ -24,7 +24,7 @@ from sharpscope.data import (
     prepare,
     split_counts,
 )
-from sharpscope.errors import InputError
+from sharpscope.errors import ConfigError, InputError
 
 
 def _pct_norm(x: np.ndarray, pmin: float = 1.0, pmax: float = 99.8) -> np.ndarray:
@@ -62,7 +62,7 @@ def test_augment_off_is_identity_and_jitter_bounds():
     a = np.arange(16, dtype=np.float32).reshape(4, 4)
     lo, g = augment_pair(a, a, np.random.default_rng(3), flips=False, rot90=False, jitter=0.0)
     assert np.array_equal(lo, a) and np.array_equal(g, a)
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError, match="jitter"):
         Augment(jitter=1.5)
 
 

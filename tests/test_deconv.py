@@ -114,7 +114,9 @@ def test_rl_tv_regularises():
 
     assert total_variation(tv) < 0.9 * total_variation(rl)
     # a zero weight is plain Richardson-Lucy
-    assert np.allclose(deconvolve(image, psf, "rl-tv", 5, tv_weight=0.0), deconvolve(image, psf, "rl", 5))
+    assert np.allclose(
+        deconvolve(image, psf, "rl-tv", 5, tv_weight=0.0), deconvolve(image, psf, "rl", 5)
+    )
 
 
 def _circular_blur(x, psf):
@@ -256,3 +258,32 @@ def test_bad_input_raises(kwargs, exc, match):
     with pytest.raises(exc, match=match) as info:
         deconvolve(image, psf, **args)
     assert "\n" not in str(info.value)
+
+
+def test_cli_deconvolve_writes_the_api_result(tmp_path, capsys):
+    from sharpscope.cli import deconvolve as cli_deconvolve
+    from sharpscope.cli import main
+    from sharpscope.deconv import BOUNDARIES, METHODS
+    from sharpscope.io import read_image, write_image
+
+    assert cli_deconvolve.METHODS == METHODS and cli_deconvolve.BOUNDARIES == BOUNDARIES
+    psf = gaussian_psf(1.2, 3).astype(np.float32)
+    stack = np.random.default_rng(7).random((3, 32, 40)).astype(np.float32)
+    src = write_image(tmp_path / "in.tif", stack, "ZYX", pixel_size={"Z": 0.3, "Y": 0.1, "X": 0.1})
+    psf_path = write_image(tmp_path / "psf.tif", psf, "YX")
+    out = tmp_path / "out.tif"
+    args = ["deconvolve", str(src), "-o", str(out), "--psf", str(psf_path)]
+    assert main([*args, "--method", "rl-accel", "--iterations", "4"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    res = read_image(out)
+    assert res.axes == "ZYX" and res.data.dtype == np.float32
+    assert res.pixel_size["X"] == pytest.approx(0.1) and res.pixel_size["Z"] == pytest.approx(0.3)
+    ref = deconvolve(stack, psf, "rl-accel", 4, axes="ZYX")
+    assert np.allclose(res.data, ref, rtol=1e-5, atol=1e-6)
+    # a PSF larger than the image: one line on stderr, exit 2, no output file
+    big = write_image(tmp_path / "big.tif", np.ones((41, 41), np.float32), "YX")
+    bad_out = tmp_path / "bad.tif"
+    assert main(["deconvolve", str(src), "-o", str(bad_out), "--psf", str(big)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "larger than the image" in err and "\n" not in err
+    assert not bad_out.exists()

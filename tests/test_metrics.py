@@ -49,7 +49,9 @@ def test_ssim_integer_images_and_window():
 
 def test_ssim_planes_average_when_spatial_ndim_2():
     pred, gt = _pair((8, 32, 32), seed=2)
-    ref = np.mean([structural_similarity(g, p, data_range=1.0) for g, p in zip(gt, pred)])
+    ref = np.mean(
+        [structural_similarity(g, p, data_range=1.0) for g, p in zip(gt, pred, strict=True)]
+    )
     assert abs(M.ssim(pred, gt, 1.0, spatial_ndim=2) - ref) < 1e-4
     # and differs from the 3-D SSIM of the same volume
     assert abs(M.ssim(pred, gt, 1.0) - ref) > 1e-3
@@ -140,7 +142,7 @@ def test_frc_3d_shells_and_pooled_planes():
     assert len(f2) == 17
     # pooled 2-D rings equal the per-plane sums
     num = den1 = den2 = 0
-    for pa, pb in zip(a, b):
+    for pa, pb in zip(a, b, strict=True):
         fa, fb = np.fft.fft2(pa), np.fft.fft2(pb)
         r = np.floor(np.hypot(*np.meshgrid(np.fft.fftfreq(32), np.fft.fftfreq(32))) * 32 + 0.5)
         k = r == 5

@@ -52,6 +52,8 @@ __all__ = [
     "patch_grid",
     "prepare",
     "split_counts",
+    "stack_samples",
+    "stream_seed",
 ]
 
 PAIRS_FORMAT = "sharpscope-pairs"
@@ -595,20 +597,28 @@ class RandomPatches(Dataset):
         }
 
 
-def _seed_for(seed: int, stream: int, index: int) -> int:
-    """A 63-bit seed for sample ``index`` of stream ``stream`` (0 train, 1 validation)."""
-    state = np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(2, np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+def stream_seed(seed: int, stream: int) -> int:
+    """Simulator seed of a stream: ``seed`` itself for training (stream 0), a
+    derived 63-bit seed for validation (stream 1) and any other stream.
+
+    Examples
+    --------
+    >>> stream_seed(3, 0), stream_seed(3, 1) != 3
+    (3, True)
+    """
+    if stream == 0:
+        return int(seed)
+    state = np.random.SeedSequence([int(seed), 0x5EED, int(stream)]).generate_state(2, np.uint32)
+    return ((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
 class SimulatedPatches(Dataset):
     """Simulated pairs from a preset, indexable by sample number.
 
-    Sample ``i`` is the first sample of
-    ``sharpscope.simulate.SimulatedPairs(preset, patch_size, seed=s_i)`` where
-    ``s_i`` is derived from ``(seed, stream, i)`` -- a pure function of the index,
-    so samples can be made by any worker and training resumes exactly.  When the
-    simulator offers ``sample(index)`` that is used instead.
+    Sample ``i`` is ``SimulatedPairs(preset, patch_size, seed=s).sample(i)``
+    with ``s = stream_seed(seed, stream)`` -- a pure function of the index, so
+    any worker can make any sample and training resumes exactly.  The training
+    stream (0) uses ``seed`` itself, the validation stream (1) a derived seed.
 
     Parameters
     ----------
@@ -625,8 +635,8 @@ class SimulatedPatches(Dataset):
 
     Examples
     --------
-    >>> ds = SimulatedPatches("mrbcr-widefield", 32, seed=0)  # doctest: +SKIP
-    >>> ds[0]["low"].shape  # doctest: +SKIP
+    >>> ds = SimulatedPatches("mrbcr-widefield", 32, seed=0)
+    >>> ds[0]["low"].shape
     torch.Size([1, 32, 32])
     """
 
@@ -648,16 +658,17 @@ class SimulatedPatches(Dataset):
         self.patch_size = int(patch_size)
         self.seed = int(seed)
         self.stream = int(stream)
+        self.simulator_seed = stream_seed(seed, stream)
         self.augment = augment
-        self._simulate = simulate
+        self.pairs = simulate.SimulatedPairs(preset, patch_size=self.patch_size, seed=self.simulator_seed)
+        norm = getattr(self.pairs.preset, "normalize", None)
+        self.normalization = None if norm is None else (float(norm[0]), float(norm[1]))
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        s = _seed_for(self.seed, self.stream, index)
-        pairs = self._simulate.SimulatedPairs(self.preset, patch_size=self.patch_size, seed=s)
-        sample_fn = getattr(pairs, "sample", None)
-        sample = sample_fn(0) if callable(sample_fn) else next(iter(pairs))
-        low = sample["low"].detach().to(torch.float32).reshape(self.patch_size, self.patch_size)
-        gt = sample["gt"].detach().to(torch.float32).reshape(self.patch_size, self.patch_size)
+        sample = self.pairs.sample(int(index))
+        p = self.patch_size
+        low = sample["low"].detach().to(torch.float32).reshape(p, p)
+        gt = sample["gt"].detach().to(torch.float32).reshape(p, p)
         if self.augment is not None:
             lo, g = self.augment(low.numpy(), gt.numpy(), _rng(self.seed, 2 + self.stream, int(index)))
             low, gt = torch.from_numpy(lo), torch.from_numpy(g)

@@ -267,9 +267,7 @@ def ssim(
 
 
 # ---------------------------------------------------------------- FRC
-def frc(
-    pred: Any, gt: Any, *, spatial_ndim: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def frc(pred: Any, gt: Any, *, spatial_ndim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fourier ring (2-D) or shell (3-D) correlation between ``pred`` and ``gt``.
 
     Parameters

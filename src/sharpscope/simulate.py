@@ -345,7 +345,9 @@ class OpticsPreset(Preset):
         na = _u(g, self.na)
         ex = _u(g, self.wavelength_ex)
         em = _u(g, (max(ex, self.wavelength_em[0]), max(ex, self.wavelength_em[1])))
-        confocal = float(torch.rand((), generator=g, dtype=torch.float64)) < self.confocal_probability
+        confocal = (
+            float(torch.rand((), generator=g, dtype=torch.float64)) < self.confocal_probability
+        )
         s = _u(g, self.sampling)
         s_z = _u(g, self.sampling_z)
         n = float(self.refractive_index)
@@ -413,7 +415,9 @@ class ZernikePreset(Preset):
 
         fc = _u(g, self.fc)
         tmax = _u(g, self.theta_max)
-        theta = (2 * torch.rand(1, int(self.n_zernike), generator=g, dtype=torch.float32) - 1) * tmax
+        theta = (
+            2 * torch.rand(1, int(self.n_zernike), generator=g, dtype=torch.float32) - 1
+        ) * tmax
         params: dict[str, Any] = {
             "fc": fc,
             "theta_max": tmax,
@@ -524,7 +528,11 @@ def _user_crop(
         extra = max(0, s - n)
         pads += [extra // 2, extra - extra // 2]
     if any(pads):
-        mode = "reflect" if all(p < n for p, n in zip(pads[::2], reversed(img.shape), strict=True)) else "replicate"
+        mode = (
+            "reflect"
+            if all(p < n for p, n in zip(pads[::2], reversed(img.shape), strict=True))
+            else "replicate"
+        )
         img = torch.nn.functional.pad(img[None, None], pads, mode=mode)[0, 0]
     sl = []
     for n, s in zip(img.shape, shape, strict=True):
@@ -576,24 +584,31 @@ def simulate_pair(
     """
     p = get_preset(preset)
     ndim = len(shape)
-    psf, params, aspect = p.draw_psf(generator, ndim, shape[0] if ndim == 3 else 1)
+    # independent sub-streams: the specimen drawn for a seed does not depend on the
+    # preset's optics or noise draws (same seed -> same specimen under every preset)
+    g_spec, g_psf, g_noise = (
+        torch.Generator().manual_seed(int(v))
+        for v in torch.randint(0, 2**62, (3,), generator=generator)
+    )
+    psf, params, aspect = p.draw_psf(g_psf, ndim, shape[0] if ndim == 3 else 1)
     psf = psf.to(torch.float32)
-    margins = [k // 2 for k in psf.shape]
+    sig = [p.target_sigma] * 2 if ndim == 2 else [p.target_sigma_z] + [p.target_sigma] * 2
+    target_psf = _gaussian_kernel(sig)
+    margins = [max(a, b) // 2 for a, b in zip(psf.shape, target_psf.shape, strict=True)]
     canvas = tuple(s + 2 * m for s, m in zip(shape, margins, strict=True))
     if ground_truth:
-        x, src = _user_crop(ground_truth, canvas, generator)
+        x, src = _user_crop(ground_truth, canvas, g_spec)
         kind, density = "user", 0.0
         params["source_index"] = src
     else:
-        kind, density = p.specimen.draw(generator)
+        kind, density = p.specimen.draw(g_spec)
         x = specimens.render_specimen(
-            kind, canvas, generator, density=density, voxel_aspect=float(aspect)
+            kind, canvas, g_spec, density=density, voxel_aspect=float(aspect)
         )
-    noise = p.noise.draw(generator)
-    sig = [p.target_sigma] * 2 if ndim == 2 else [p.target_sigma_z] + [p.target_sigma] * 2
+    noise = p.noise.draw(g_noise)
     # circular convolution on the padded canvas: the wrap-around stays in the margins
     blurred = Convolution(psf, "circular").forward(x)
-    target = Convolution(_gaussian_kernel(sig), "circular").forward(x)
+    target = Convolution(target_psf, "circular").forward(x)
     crop = tuple(slice(m, m + s) for s, m in zip(shape, margins, strict=True))
     blurred, target = blurred[crop], target[crop]
     top = float(blurred.max())
@@ -605,16 +620,13 @@ def simulate_pair(
         sigma=noise["sigma"],
         bits=noise["bits"] or None,
         salt_pepper=noise["salt_pepper"] or None,
-        generator=generator,
+        generator=g_noise,
     )
     gt = target * k + noise["background"]
     lo, hi = 0.0, 1.0
     if p.normalize is not None:
-        q = torch.quantile(
-            low.reshape(-1).to(torch.float64),
-            torch.tensor([p.normalize[0] / 100, p.normalize[1] / 100], dtype=torch.float64),
-        )
-        lo, hi = float(q[0]), float(q[1])
+        # the same percentiles as sharpscope.normalize.percentiles (numpy, linear)
+        lo, hi = (float(v) for v in np.percentile(low.numpy(), list(p.normalize)))
         scale = max(hi - lo, 1e-6)
         low = (low - lo) / scale
         gt = (gt - lo) / scale
@@ -816,9 +828,10 @@ def write_dataset(path: str | os.PathLike[str], data: dict[str, Any]) -> tuple[P
     ``path`` ending in ``.npz`` writes that file and ``<stem>.json`` beside
     it; any other path is a directory receiving ``data.npz`` and
     ``params.json``.  The npz holds ``low`` and ``gt`` (``(N, H, W)`` or
-    ``(N, Z, H, W)`` float32) and ``psf`` (``(N, *psf)``); the JSON holds the
-    preset, the seed and every sample's parameters.  Both are written
-    atomically.
+    ``(N, Z, H, W)`` float32), ``psf`` (``(N, *psf)``) and a small
+    ``__sharpscope__`` entry naming the axes for :func:`sharpscope.io.read_image`;
+    the JSON holds the preset, the seed and every sample's parameters.  Both
+    are written atomically.
 
     Parameters
     ----------
@@ -838,10 +851,10 @@ def write_dataset(path: str | os.PathLike[str], data: dict[str, Any]) -> tuple[P
     >>> from sharpscope.simulate import simulate_dataset, write_dataset
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "sim"
     >>> npz, js = write_dataset(out, simulate_dataset("mrbcr-widefield", 2, 32))
-    >>> sorted(np.load(npz).files), js.name
+    >>> sorted(k for k in np.load(npz).files if not k.startswith("__")), js.name
     (['gt', 'low', 'psf'], 'params.json')
     """
-    from sharpscope.io import atomic_write
+    from sharpscope.io import _NPZ_META, atomic_write
 
     for key in ("low", "gt", "psfs", "params"):
         if key not in data:
@@ -853,13 +866,23 @@ def write_dataset(path: str | os.PathLike[str], data: dict[str, Any]) -> tuple[P
         if p.exists() and not p.is_dir():
             raise InputError(f"{p} exists and is not a directory")
         npz_path, json_path = p / "data.npz", p / "params.json"
+    low = np.asarray(data["low"], np.float32)
+    psfs = np.asarray(data["psfs"], np.float32)
+    axes = "SZYX" if low.ndim == 4 else "SYX"
+    # axes for sharpscope.io.read_image (the DeBCR readers ignore this extra entry)
+    meta = {
+        "low": {"axes": axes},
+        "gt": {"axes": axes},
+        "psf": {"axes": "S" + "ZYX"[4 - psfs.ndim :]},
+    }
     with atomic_write(npz_path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(
                 fh,
-                low=np.asarray(data["low"], np.float32),
+                low=low,
                 gt=np.asarray(data["gt"], np.float32),
-                psf=np.asarray(data["psfs"], np.float32),
+                psf=psfs,
+                **{_NPZ_META: np.array(json.dumps(meta))},
             )
     doc = dict(data.get("meta", {}))
     doc["npz"] = npz_path.name

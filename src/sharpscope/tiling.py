@@ -33,6 +33,9 @@ from sharpscope.errors import ConfigError, InputError
 FLOOR = 1e-6
 """Weight of the pixels next to a shared tile edge (strictly positive)."""
 
+MARGIN = 0.25
+"""Fraction of an overlap, on each side, kept at :data:`FLOOR` before the ramp starts."""
+
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     if isinstance(value, (int, np.integer)):
@@ -57,7 +60,7 @@ class Axis1D:
 
 def _ramp(length: int) -> np.ndarray:
     """Rising weights over an overlap of ``length`` pixels (floor, cosine, one)."""
-    margin = length // 4
+    margin = int(length * MARGIN)
     core = length - 2 * margin
     t = (np.arange(core) + 0.5) / core
     rise = np.sin(0.5 * np.pi * t) ** 2

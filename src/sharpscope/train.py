@@ -106,6 +106,7 @@ RESUMABLE_CHANGES = frozenset(
         "tile_size",
         "tile_overlap",
         "plot",
+        "threads",
     }
 )
 
@@ -293,6 +294,9 @@ class TrainConfig(_Section):
         Default tiling recorded in the model header for prediction.
     plot : bool
         Redraw ``OUT/loss.png`` at every validation.
+    threads : int or None
+        CPU threads for torch (None: torch's default).  Bit-exact resume on the
+        CPU assumes the same number of threads before and after.
 
     Examples
     --------
@@ -330,6 +334,7 @@ class TrainConfig(_Section):
     tile_size: int = Field(256, ge=8)
     tile_overlap: int = Field(32, ge=0)
     plot: bool = True
+    threads: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -770,6 +775,7 @@ class _Data:
     val_low: torch.Tensor
     val_gt: torch.Tensor
     description: str
+    normalization: tuple[float, float] | None = None
 
 
 def _split_rows(images: Any, fraction: float, patch_size: int) -> tuple[Any, Any]:
@@ -806,7 +812,14 @@ def _build_data(config: TrainConfig) -> _Data:
         train = D.SimulatedPatches(dc.simulate, p, seed=config.seed, stream=0, augment=aug)
         val = D.SimulatedPatches(dc.simulate, p, seed=config.seed, stream=1, augment=None)
         vl, vg = D.stack_samples(val, range(config.val_size))
-        return _Data(train, vl, vg, f"simulated '{dc.simulate}' (seed {config.seed})")
+        return _Data(
+            train,
+            vl,
+            vg,
+            f"simulated '{dc.simulate}' pairs (simulator seed {train.simulator_seed} for training, "
+            f"{val.simulator_seed} for validation)",
+            train.normalization,
+        )
 
     assert dc.path is not None
     kw = {"normalize": dc.normalize, "pmin": dc.pmin, "pmax": dc.pmax}
@@ -1117,6 +1130,8 @@ def train(
         raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
 
     device = _resolve_device(config.device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     # initial weights and every stream depend on the seed only
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
@@ -1137,6 +1152,8 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     data = _build_data(config)
+    # the percentiles prediction must use: those the training inputs were normalised with
+    norm = data.normalization or (config.data.pmin, config.data.pmax)
     val_low, val_gt = data.val_low.to(device), data.val_gt.to(device)
 
     step = 0
@@ -1221,7 +1238,7 @@ def train(
             description=config.description or f"{config.model.arch} trained with sharpscope on {data.description}",
             architecture=config.model.arch,
             hparams=hparams,
-            normalization={"pmin": config.data.pmin, "pmax": config.data.pmax},
+            normalization={"pmin": norm[0], "pmax": norm[1]},
             tile={"size": config.tile_size, "overlap": config.tile_overlap},
             provenance=(
                 f"trained with sharpscope {__version__} (sharpscope train) on {data.description}; "

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "sharpscope.cli.psf",
     "sharpscope.cli.demo",
     "sharpscope.cli.train",
+    "sharpscope.cli.simulate",
 )
 
 

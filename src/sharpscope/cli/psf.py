@@ -52,9 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="PSF.tif", help="output image file")
     g = p.add_argument_group("optics")
     g.add_argument("--na", type=_float, metavar="NA", help="numerical aperture")
-    g.add_argument(
-        "--wavelength", type=_float, metavar="NM", help="emission wavelength in nm"
-    )
+    g.add_argument("--wavelength", type=_float, metavar="NM", help="emission wavelength in nm")
     g.add_argument(
         "--pixel-size", type=_float, metavar="UM", help="pixel size in the sample plane, um"
     )
@@ -124,7 +122,11 @@ def run(args: argparse.Namespace) -> int:
         pixel_size = {"Y": args.pixel_size, "X": args.pixel_size}
         if psf.ndim == 3:
             pixel_size["Z"] = args.z_step
-    fc = args.fc if args.fc is not None else cutoff_frequency(args.na, args.wavelength, args.pixel_size)
+    fc = (
+        args.fc
+        if args.fc is not None
+        else cutoff_frequency(args.na, args.wavelength, args.pixel_size)
+    )
     write_image(args.output, psf, axes, pixel_size=pixel_size or None)
 
     if args.fc is not None:
@@ -132,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         kind = "confocal" if args.confocal else "widefield"
         n = args.refractive_index if args.refractive_index is not None else 1.33
-        what = f"{kind}, NA {args.na:g}, {args.wavelength:g} nm, n {n:g}, pixel {args.pixel_size:g} um"
+        what = (
+            f"{kind}, NA {args.na:g}, {args.wavelength:g} nm, n {n:g}, pixel {args.pixel_size:g} um"
+        )
         if args.confocal:
             ex = args.excitation if args.excitation is not None else args.wavelength
             what += f", excitation {ex:g} nm, pinhole {args.pinhole:g} um"

@@ -362,9 +362,7 @@ def _validate(hparams: dict) -> None:
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"bcr: {key} must be an integer >= {low}, got {value!r}")
     if hparams["wavelet_support"] % 2:
-        raise ConfigError(
-            f"bcr: wavelet_support must be even, got {hparams['wavelet_support']}"
-        )
+        raise ConfigError(f"bcr: wavelet_support must be even, got {hparams['wavelet_support']}")
     for key in ("bandwidth", "conv1d_kernel", "out_kernel"):
         if hparams[key] % 2 == 0:
             raise ConfigError(f"bcr: {key} must be odd, got {hparams[key]}")

@@ -89,6 +89,8 @@ class DnCNN(nn.Module):
                 raise ConfigError(f"dncnn: {key} must be an integer >= {low}, got {value!r}")
         if kernel_size % 2 == 0:
             raise ConfigError(f"dncnn: kernel_size must be odd, got {kernel_size}")
+        if not isinstance(batch_norm, bool):
+            raise ConfigError(f"dncnn: batch_norm must be true or false, got {batch_norm!r}")
         self.hparams = dict(
             depth=depth, features=features, kernel_size=kernel_size, batch_norm=batch_norm
         )

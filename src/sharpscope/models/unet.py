@@ -110,6 +110,9 @@ class UNet(nn.Module):
                 raise ConfigError(f"unet: {key} must be a positive integer, got {value!r}")
         if kernel_size % 2 == 0:
             raise ConfigError(f"unet: kernel_size must be odd, got {kernel_size}")
+        for key, flag in (("residual", residual), ("batch_norm", batch_norm)):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"unet: {key} must be true or false, got {flag!r}")
         self.hparams = dict(
             depth=depth,
             base_filters=base_filters,

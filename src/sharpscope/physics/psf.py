@@ -530,7 +530,9 @@ def confocal_psf(
     >>> tuple(h.shape), round(float(h.sum()), 5)
     ((25, 25), 1.0)
     """
-    na, wavelength_em, pixel_size, n = _check_optics(na, wavelength_em, pixel_size, refractive_index)
+    na, wavelength_em, pixel_size, n = _check_optics(
+        na, wavelength_em, pixel_size, refractive_index
+    )
     _check_optics(na, wavelength_ex, pixel_size, n)
     wavelength_ex = float(wavelength_ex)
     size = _check_size(size)
@@ -783,8 +785,8 @@ def psf_figure(
         phase, cmap="RdBu_r", vmin=-lim, vmax=lim, extent=[-1, 1, 1, -1], origin="upper"
     )
     axes[col + 1].set_title("pupil phase (waves)")
-    axes[col + 1].set_xlabel("pupil y / radius (columns)")
-    axes[col + 1].set_ylabel("pupil x / radius (rows)")
+    axes[col + 1].set_xlabel("pupil y = f_X / fc (columns)")
+    axes[col + 1].set_ylabel("pupil x = f_Y / fc (rows)")
     fig.colorbar(im, ax=axes[col + 1], shrink=0.8)
     if title:
         fig.suptitle(title)

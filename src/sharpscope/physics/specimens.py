@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from sharpscope.errors import InputError
+from sharpscope.physics.blur import _fast_len
 from sharpscope.physics.noise import SeedLike, as_generator
 
 __all__ = [
@@ -138,9 +139,10 @@ def _splat(
     factors = []
     indices = []
     for ax in range(d):
-        r = int(math.ceil(3.0 * float(sv[:, ax].max()))) + 1
-        base = torch.floor(pv[:, ax]).long()
-        off = torch.arange(-r, r + 2)
+        # voxels whose extent comes within 3 sigma of the point
+        reach = 3.0 * float(sv[:, ax].max()) + 0.5
+        base = torch.floor(pv[:, ax] - reach + 0.5).long()
+        off = torch.arange(int(math.ceil(2 * reach)) + 1)
         idx = base[:, None] + off[None, :]  # (n, w)
         f = _box_gauss(idx.to(_DTYPE), pv[:, ax : ax + 1], sv[:, ax : ax + 1])
         f = torch.where((idx >= 0) & (idx < shape[ax]), f, torch.zeros((), dtype=_DTYPE))
@@ -182,7 +184,9 @@ def _smooth_field(
     the field does not wrap around.
     """
     sig = [corr / float(sp) for sp in spacing]  # Gaussian sigma in voxels per axis
-    padded = [n + min(int(math.ceil(2 * sv)), 2 * n) for n, sv in zip(shape, sig, strict=True)]
+    padded = [
+        _fast_len(n + min(int(math.ceil(2 * sv)), 2 * n)) for n, sv in zip(shape, sig, strict=True)
+    ]
     noise = torch.randn(padded, generator=g, dtype=_DTYPE)
     spec = torch.fft.rfftn(noise)
     damp = torch.zeros((), dtype=_DTYPE)
@@ -200,10 +204,14 @@ def _smooth_field(
 def _normalised_distance(
     dist: torch.Tensor, spacing: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Correct an approximate distance field by its gradient; return it and the pixel-
-    integration variance along the normal, ``sum_i (n_i * spacing_i)^2 / 12``."""
+    """Correct approximate distance fields ``(n, *shape)`` by their gradient.
+
+    Returns the corrected distances and the variance of the pixel integration
+    along the normal, ``sum_i (n_i * spacing_i)^2 / 12``.
+    """
     sp = [float(v) for v in spacing]
-    grads = torch.gradient(dist, spacing=sp) if dist.ndim > 1 else [torch.gradient(dist)[0]]
+    dims = list(range(1, dist.ndim))
+    grads = torch.gradient(dist, spacing=sp, dim=dims)
     norm = torch.sqrt(sum(gr * gr for gr in grads)).clamp(min=0.2)
     var = sum((gr / norm * s) ** 2 for gr, s in zip(grads, sp, strict=True)) / 12.0
     return dist / norm, var
@@ -219,15 +227,22 @@ def _random_rotation(n: int, d: int, g: torch.Generator) -> torch.Tensor:
 
 
 def _ellipsoid_distance(
-    coords: list[torch.Tensor], centre: torch.Tensor, rot: torch.Tensor, axes: torch.Tensor
+    coords: list[torch.Tensor], centres: torch.Tensor, rots: torch.Tensor, axes: torch.Tensor
 ) -> torch.Tensor:
-    """First-order signed distance (px) to an ellipse/ellipsoid surface, negative inside."""
+    """First-order signed distance (px) to ``n`` ellipse/ellipsoid surfaces, negative inside.
+
+    ``centres`` and ``axes`` are ``(n, d)``, ``rots`` ``(n, d, d)``; returns ``(n, *shape)``.
+    """
     d = len(coords)
-    diff = [coords[i] - centre[i] for i in range(d)]
-    u = [sum(rot[i, k] * diff[i] for i in range(d)) / axes[k] for k in range(d)]
+    view = (-1,) + (1,) * d
+    diff = [coords[i][None] - centres[:, i].reshape(view) for i in range(d)]
+    u = [
+        sum(rots[:, i, k].reshape(view) * diff[i] for i in range(d)) / axes[:, k].reshape(view)
+        for k in range(d)
+    ]
     q = torch.sqrt(sum(uk * uk for uk in u)).clamp(min=1e-6)
-    grad = torch.sqrt(sum((uk / axes[k]) ** 2 for k, uk in enumerate(u))).clamp(min=1e-9) / q
-    return (q - 1.0) / grad
+    grad = torch.sqrt(sum((uk / axes[:, k].reshape(view)) ** 2 for k, uk in enumerate(u)))
+    return (q - 1.0) * q / grad.clamp(min=1e-9)
 
 
 def _finish(x: torch.Tensor, background: float = 0.0) -> torch.Tensor:
@@ -303,26 +318,36 @@ def filaments(
     n_ctrl = int(math.ceil(float(lengths.max()) / step)) + 3
     pers = _uniform(n, persistence, g)
     kappa = torch.sqrt(step / pers)[:, None]  # turning per step of a worm-like chain
-    # start anywhere in the field padded by a margin, so curves also enter from outside
-    start = (torch.rand(n, d, generator=g, dtype=_DTYPE) * 1.2 - 0.1) * extent
+    # the middle of every curve lies in the field, so each one crosses it
+    start = torch.rand(n, d, generator=g, dtype=_DTYPE) * extent
     damp = torch.ones(d, dtype=_DTYPE)
     if d == 3:
-        start[:, 0] = torch.rand(n, generator=g, dtype=_DTYPE) * extent[0]
         damp[0] = float(axial_tilt)
-    direction = _unit_vectors(n, d, g) * damp
-    noise = torch.randn(n_ctrl, n, d, generator=g, dtype=_DTYPE) * damp
-    ctrl = [start]
-    for i in range(1, n_ctrl):
-        direction = direction + kappa * noise[i]
-        direction = direction / direction.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-        ctrl.append(ctrl[-1] + step * direction)
-    c = torch.stack(ctrl, 1)  # (n, n_ctrl, d)
+    if d == 2:
+        # worm-like chain in the plane: the tangent angle is a Gaussian random walk
+        angle0 = 2 * math.pi * torch.rand(n, 1, generator=g, dtype=_DTYPE)
+        turns = kappa * torch.randn(n, n_ctrl - 1, generator=g, dtype=_DTYPE)
+        angle = angle0 + torch.cumsum(turns, 1)
+        steps = step * torch.stack([torch.cos(angle), torch.sin(angle)], -1)
+        c = torch.cat([start[:, None], start[:, None] + torch.cumsum(steps, 1)], 1)
+    else:
+        direction = _unit_vectors(n, d, g) * damp
+        noise = torch.randn(n_ctrl, n, d, generator=g, dtype=_DTYPE) * damp
+        ctrl = [start]
+        for i in range(1, n_ctrl):
+            direction = direction + kappa * noise[i]
+            direction = direction / direction.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            ctrl.append(ctrl[-1] + step * direction)
+        c = torch.stack(ctrl, 1)  # (n, n_ctrl, d)
+    # shift each curve so that its midpoint (half its length) is the drawn start point
+    mid = ((lengths / (2 * step)).round().long() + 1).clamp(max=n_ctrl - 1)
+    c = c - c[torch.arange(n), mid][:, None] + start[:, None]
     if d == 3:  # fold the axial coordinate back into the volume (mirror at its faces)
         depth = float(extent[0])
         zc = torch.remainder(c[..., 0], 2 * depth)
         c[..., 0] = torch.where(zc > depth, 2 * depth - zc, zc)
-    # uniform cubic B-spline, m samples per segment (spacing ~ 0.3 px)
-    m = int(math.ceil(step / 0.3))
+    # uniform cubic B-spline, m samples per segment (spacing ~ 0.4 px)
+    m = int(math.ceil(step / 0.4))
     t = torch.arange(m, dtype=_DTYPE) / m
     basis = (
         torch.stack(
@@ -575,23 +600,19 @@ def _blobs(
     coords = _grid(shape, sp)
     mean_r = float(sum(radius)) / 2
     bump = _smooth_field(shape, max(4.0, 0.6 * mean_r), sp, g)
-    x = torch.zeros(shape, dtype=_DTYPE)
+    view = (-1,) + (1,) * d
+    dist = _ellipsoid_distance(coords, centres, rots, axes)
+    dist = dist - deformation * axes.mean(1).reshape(view) * bump[None]
     if kind == "membrane":
         s = float(a) / FWHM
-        for i in range(n):
-            dist = _ellipsoid_distance(coords, centres[i], rots[i], axes[i])
-            dist, var = _normalised_distance(dist - deformation * axes[i].mean() * bump, sp)
-            # Gaussian approximation of the integration over the voxel along the normal
-            s_eff = torch.sqrt(s * s + var)
-            ring = torch.exp(-0.5 * (dist / s_eff) ** 2) * (s / s_eff)
-            x += peak[i] * (ring + float(b) * torch.sigmoid(-dist))
-        return x
+        dist, var = _normalised_distance(dist, sp)
+        # Gaussian approximation of the integration over the voxel along the normal
+        s_eff = torch.sqrt(s * s + var)
+        ring = torch.exp(-0.5 * (dist / s_eff) ** 2) * (s / s_eff)
+        return (peak.reshape(view) * (ring + float(b) * torch.sigmoid(-dist))).sum(0)
     tex = _smooth_field(shape, 1.5, sp, g)
-    for i in range(n):
-        dist = _ellipsoid_distance(coords, centres[i], rots[i], axes[i])
-        dist = dist - deformation * axes[i].mean() * bump
-        inside = torch.sigmoid(-dist / 1.0)
-        x += peak[i] * inside * (1.0 + float(a) * tex).clamp(min=0)
+    inside = (peak.reshape(view) * torch.sigmoid(-dist)).sum(0)
+    x = inside * (1.0 + float(a) * tex).clamp(min=0)
     # nucleoli: a few bright, slightly larger spots inside each nucleus
     k = int(b)
     if k > 0:

@@ -1,0 +1,155 @@
+"""Tests of the ``sharpscope train`` and ``sharpscope prepare`` commands."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import yaml
+
+from sharpscope.cli import main
+from sharpscope.train import CHECKPOINT_NAME, MODEL_NAME, load_checkpoint
+
+TINY = dict(
+    channels=4,
+    dense_layers=2,
+    conv1d_filters=4,
+    conv1d_layers=1,
+    rdb_blocks=1,
+    rdb_growth=2,
+    rdb_layers=1,
+    out_kernel=3,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: the test machine's cores are shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pairs")
+    rng = np.random.default_rng(0)
+    (root / "low").mkdir()
+    (root / "gt").mkdir()
+    for i in range(3):
+        gt = np.zeros((64, 80), np.float32)
+        ys, xs = rng.integers(0, 64, 30), rng.integers(0, 80, 30)
+        gt[ys, xs] = 1000.0
+        k = torch.ones(1, 1, 5, 5) / 25.0
+        low = torch.nn.functional.conv2d(torch.from_numpy(gt)[None, None], k, padding=2)[0, 0].numpy()
+        low = low + rng.normal(100, 5, low.shape)
+        tifffile.imwrite(root / "low" / f"cell{i}.tif", low.astype(np.uint16))
+        tifffile.imwrite(root / "gt" / f"cell{i}.tif", gt.astype(np.uint16))
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared(folders, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("prep") / "data.npz"
+    rc = main(
+        [
+            "prepare", str(folders / "low"), "--gt", str(folders / "gt"), "-o", str(out),
+            "--patch-size", "32", "--split", "0.34,0.33,0.33", "--by", "image",
+        ]
+    )
+    assert rc == 0
+    return out
+
+
+def test_prepare_command(prepared, capsys):
+    with np.load(prepared, allow_pickle=False) as f:
+        assert {"train_low", "train_gt", "val_low", "val_gt", "test_low", "test_gt", "metadata"} <= set(f.files)
+        assert f["train_low"].shape[1:] == (32, 32)
+        # one image per split, whole images never shared
+        imgs = [set(f[f"{s}_origin"][:, 0].tolist()) for s in ("train", "val", "test")]
+    assert all(len(s) == 1 for s in imgs) and len(set.union(*imgs)) == 3
+    assert prepared.with_suffix(".json").is_file()
+
+
+def test_prepare_command_errors(folders, tmp_path, capsys):
+    rc = main(["prepare", str(folders / "low"), "--gt", str(folders / "gt"), "-o", str(tmp_path / "x.npz"),
+               "--patch-size", "32", "--overlap", "40"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "overlap" in err and err.count("\n") == 1
+
+
+def _config(tmp_path: Path, **extra) -> Path:
+    cfg = {"model": {"arch": "mrbcr", "hparams": TINY}, "batch_size": 4, "patch_size": 32,
+           "val_every": 2, "plot": False, "device": "cpu"}
+    cfg.update(extra)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_train_command_resume_and_restore(prepared, folders, tmp_path, capsys):
+    from sharpscope.models.registry import build_network, count_parameters
+
+    out = tmp_path / "run"
+    rc = main(["train", str(_config(tmp_path)), "--data", str(prepared), "--steps", "4", "--out", str(out),
+               "--no-progress", "--seed", "3"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    n = count_parameters(build_network("mrbcr", **TINY))
+    assert f"{n:,} parameters" in text
+    assert (out / MODEL_NAME).is_file() and (out / CHECKPOINT_NAME).is_file()
+    # --resume needs only OUT: the config is read back from OUT/config.yaml; flags still override
+    rc = main(["train", "--out", str(out), "--resume", "--steps", "6", "--no-progress"])
+    assert rc == 0
+    _, meta = load_checkpoint(out / CHECKPOINT_NAME)
+    assert meta["step"] == 6 and meta["config"]["seed"] == 3 and meta["config"]["data"]["path"] == str(prepared)
+    # the run folder is a model for `restore --model`
+    restored = tmp_path / "restored.tif"
+    rc = main(["restore", str(folders / "low" / "cell0.tif"), "-o", str(restored), "--model", str(out),
+               "--no-progress"])
+    assert rc == 0
+    assert tifffile.imread(restored).shape == (64, 80)
+
+
+def test_train_command_config_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: 10\nlearning_rate: 0.1\n")
+    assert main(["train", str(bad), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'learning_rate'" in err and err.count("\n") == 1
+    assert main(["train", "--steps", "-5", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "steps" in err and err.count("\n") == 1
+    assert main(["train", "--device", "tpu", "--out", str(tmp_path / "c")]) == 2
+    assert "device" in capsys.readouterr().err
+    assert main(["train", "--simulate", "no-such-preset", "--out", str(tmp_path / "d")]) == 2
+    assert "no-such-preset" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in "abcd")
+
+
+def test_train_command_ctrl_c_exits_130_with_a_checkpoint(prepared, tmp_path, capsys, monkeypatch):
+    import sharpscope.train as T
+
+    real = T.train
+
+    def train_with_ctrl_c(config, **kw):
+        def press(step, logs):
+            if step == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        return real(config, callback=press, **kw)
+
+    monkeypatch.setattr(T, "train", train_with_ctrl_c)
+    out = tmp_path / "run"
+    rc = main(["train", str(_config(tmp_path)), "--data", str(prepared), "--steps", "8", "--out", str(out),
+               "--no-progress"])
+    assert rc == 130
+    assert "--resume" in capsys.readouterr().err
+    _, meta = load_checkpoint(out / CHECKPOINT_NAME)
+    assert meta["step"] == 3 and meta["stopped"] == "interrupted"

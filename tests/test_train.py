@@ -1,0 +1,417 @@
+"""Tests of sharpscope.train: config validation, loss, trainer, checkpoints, resume."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sharpscope.errors import ConfigError
+from sharpscope.train import (
+    CHECKPOINT_NAME,
+    MODEL_NAME,
+    TrainConfig,
+    fft_loss,
+    load_checkpoint,
+    load_config,
+    lr_at,
+    restoration_loss,
+    train,
+)
+
+TINY = dict(
+    channels=4,
+    dense_layers=2,
+    conv1d_filters=4,
+    conv1d_layers=1,
+    rdb_blocks=1,
+    rdb_growth=2,
+    rdb_layers=1,
+    out_kernel=3,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: the test machine's cores are shared, and oversubscribed
+    intra-op threads slow tiny convolutions down by an order of magnitude."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ============================================================================ loss
+
+
+def test_fft_loss_2d_matches_numpy():
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal((2, 1, 8, 12)).astype(np.float32)
+    g = rng.standard_normal((2, 1, 8, 12)).astype(np.float32)
+    diff = np.fft.fft2(p.astype(np.float64)) - np.fft.fft2(g.astype(np.float64))
+    ref_backward = np.abs(diff).mean()
+    ref_ortho = ref_backward / np.sqrt(8 * 12)
+    tp, tg = torch.from_numpy(p), torch.from_numpy(g)
+    assert float(fft_loss(tp, tg, "2d", "backward")) == pytest.approx(ref_backward, rel=1e-5)
+    assert float(fft_loss(tp, tg, "2d", "ortho")) == pytest.approx(ref_ortho, rel=1e-5)
+    assert float(fft_loss(tp, tg)) == pytest.approx(ref_ortho, rel=1e-5)  # default: 2d, ortho
+
+
+def test_fft_loss_1d_width_is_the_published_rfft2d_on_nhwc():
+    rng = np.random.default_rng(1)
+    p = rng.standard_normal((3, 16, 16, 1)).astype(np.float32)  # NHWC, as the published code
+    g = rng.standard_normal((3, 16, 16, 1)).astype(np.float32)
+    # TensorFlow's rfft2d transforms the two innermost axes, here (W, C=1)
+    ref = np.abs(np.fft.rfft2(p, axes=(-2, -1)) - np.fft.rfft2(g, axes=(-2, -1))).mean()
+    tp = torch.from_numpy(p).permute(0, 3, 1, 2)
+    tg = torch.from_numpy(g).permute(0, 3, 1, 2)
+    one_d = float(fft_loss(tp, tg, "1d-width"))
+    assert one_d == pytest.approx(ref, rel=1e-5)
+    # and it is not the 2-D transform (with either normalisation)
+    assert abs(one_d - float(fft_loss(tp, tg, "2d", "backward"))) > 0.1 * one_d
+    assert abs(one_d - float(fft_loss(tp, tg, "2d"))) > 0.1 * one_d
+    # not a transpose accident either: the 1-D transform along H differs
+    ref_h = np.abs(np.fft.fft(p, axis=1) - np.fft.fft(g, axis=1)).mean()
+    assert abs(one_d - ref_h) > 1e-3 * one_d
+
+
+@pytest.mark.parametrize("decimation", ["stride", "avgpool"])
+def test_restoration_loss_hand_computed(decimation):
+    rng = np.random.default_rng(2)
+    gt = rng.random((2, 1, 8, 8))
+    outs = [rng.random((2, 1, 8 // f, 8 // f)) for f in (1, 2, 4)]
+
+    def coarse(x, f):
+        if decimation == "stride":
+            return x[..., ::f, ::f]
+        n, c, h, w = x.shape
+        return x.reshape(n, c, h // f, f, w // f, f).mean(axis=(3, 5))
+
+    ref = 0.0
+    for o, f in zip(outs, (1, 2, 4), strict=True):
+        t = coarse(gt, f)
+        mse = np.mean((o - t) ** 2)
+        fft = np.abs(np.fft.fft2(o) - np.fft.fft2(t)).mean() / np.sqrt(t.shape[-1] * t.shape[-2])
+        ref += mse + 0.5 * fft
+    total, parts = restoration_loss(
+        [torch.tensor(o, dtype=torch.float32) for o in outs],
+        torch.tensor(gt, dtype=torch.float32),
+        fft_weight=0.5,
+        decimation=decimation,
+    )
+    assert float(total) == pytest.approx(ref, rel=1e-5)
+    assert len(parts) == 3
+    # a 1-tuple baseline is scored at full resolution only
+    single, _ = restoration_loss([torch.tensor(outs[0], dtype=torch.float32)], torch.tensor(gt, dtype=torch.float32))
+    assert float(single) < float(total)
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(steps=10, lr=1e-3)
+    assert lr_at(cfg, 0) == lr_at(cfg, 9) == 1e-3
+    cos = TrainConfig(steps=10, lr=1e-3, lr_schedule="cosine", min_lr=1e-4)
+    assert lr_at(cos, 0) == pytest.approx(1e-3)
+    assert lr_at(cos, 10) == pytest.approx(1e-4)
+    assert lr_at(cos, 5) == pytest.approx(0.55e-3)
+
+
+# ============================================================================ config
+
+
+def _err(excinfo) -> str:
+    msg = str(excinfo.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_config_errors_are_one_line(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("steps: 10\nfoo: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(y)
+    assert "unknown key 'foo'" in _err(e)
+    y.write_text("data:\n  bogus: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(y)
+    assert "data.bogus" in _err(e)
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides={"steps": -5})
+    assert "steps" in _err(e) and "-5" in _err(e)
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides={"device": "tpu"})
+    assert "device" in _err(e)
+    y.write_text("steps: [1, 2\nlr: 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(y)
+    assert "invalid YAML" in _err(e) and "line" in _err(e)
+    y.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(y)
+    assert "mapping" in _err(e)
+    y.write_text("data:\n  simulate: mrbcr-widefield\n  path: x.npz\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(y)
+    assert "not both" in _err(e)
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "missing.yaml")
+    assert "missing.yaml" in _err(e)
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides={"loss.fft_mode": "3d"})
+    assert "loss.fft_mode" in _err(e)
+    # the config validates assignments too
+    cfg = TrainConfig()
+    with pytest.raises(ValueError, match="batch_size"):
+        cfg.batch_size = 0
+
+
+def test_config_yaml_and_overrides(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("steps: 10\nlr: 0.01\ndata:\n  path: pairs.npz\nmodel:\n  arch: srbcr\n")
+    cfg = load_config(y, {"steps": 20, "batch_size": None})
+    assert cfg.steps == 20 and cfg.lr == 0.01 and cfg.batch_size == 16
+    assert cfg.data.path == "pairs.npz" and cfg.data.simulate is None and cfg.model.arch == "srbcr"
+    cfg2 = load_config(y, {"data.simulate": "mrbcr-widefield"})
+    assert cfg2.data.path is None and cfg2.data.simulate == "mrbcr-widefield"
+    # round trip through YAML
+    (tmp_path / "d.yaml").write_text(cfg.to_yaml())
+    assert load_config(tmp_path / "d.yaml") == cfg
+    assert TrainConfig().data.simulate == "mrbcr-widefield"
+
+
+# ============================================================================ trainer
+
+
+@pytest.fixture(scope="module")
+def pairs_npz(tmp_path_factory) -> Path:
+    """A small DeBCR-layout npz: blurred + noisy low, sharp gt (NHWC)."""
+    rng = np.random.default_rng(0)
+    n, s = 24, 48
+    gt = np.zeros((n, s, s), np.float32)
+    for i in range(n):
+        ys, xs = rng.integers(2, s - 2, size=(2, 12))
+        gt[i, ys, xs] = rng.random(12) + 0.5
+    k = torch.ones(1, 1, 5, 5) / 25.0
+    low = torch.nn.functional.conv2d(torch.from_numpy(gt)[:, None], k, padding=2)[:, 0].numpy()
+    low = low + 0.02 * rng.standard_normal(low.shape).astype(np.float32)
+    path = tmp_path_factory.mktemp("data") / "pairs.npz"
+    np.savez(path, low=low[..., None], gt=gt[..., None])
+    return path
+
+
+def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    base = {
+        "data.path": str(data),
+        "data.val_fraction": 0.25,
+        "model.hparams": TINY,
+        "steps": 6,
+        "batch_size": 4,
+        "patch_size": 32,
+        "val_every": 2,
+        "out": str(out),
+        "plot": False,
+        "device": "cpu",
+    }
+    base.update(kw)
+    return load_config(overrides=base)
+
+
+def _ckpt_tensors(out: Path) -> dict[str, torch.Tensor]:
+    tensors, _ = load_checkpoint(out / CHECKPOINT_NAME)
+    return {k: v for k, v in tensors.items() if k.startswith(("model/", "optim/"))}
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _log_rows(out: Path) -> list[dict]:
+    with (out / "log.csv").open() as f:
+        return [{k: v for k, v in r.items() if k != "time"} for r in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def reference_run(_one_thread, pairs_npz, tmp_path_factory) -> Path:
+    """An uninterrupted 6-step run."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    res = train(_cfg(pairs_npz, out, plot=True), progress=False)
+    assert res.steps_done == 6 and res.stopped == "completed"
+    return out
+
+
+def test_resume_after_kill_gives_identical_weights(pairs_npz, reference_run, tmp_path):
+    """A process SIGKILLed mid-run, then resumed, ends bit-identical to an uninterrupted run."""
+    out = tmp_path / "killed"
+    cfg = _cfg(pairs_npz, out)
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from pathlib import Path
+        import torch
+        torch.set_num_threads(1)
+        from sharpscope.train import TrainConfig, train
+        cfg = TrainConfig.model_validate_json(Path({str(tmp_path / "cfg.json")!r}).read_text())
+        def cb(step, logs):
+            if step == 5:  # after the checkpoint of step 4, before the one of step 6
+                os.kill(os.getpid(), signal.SIGKILL)
+        train(cfg, progress=False, callback=cb)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    _, meta = load_checkpoint(out / CHECKPOINT_NAME)
+    assert meta["step"] == 4 and meta["data"]["sample_index"] == 16
+    res = train(cfg, resume=True, progress=False)
+    assert res.steps_done == 6
+    _assert_same(_ckpt_tensors(out), _ckpt_tensors(reference_run))
+    assert _log_rows(out) == _log_rows(reference_run)
+    from sharpscope.models.format import load_network
+
+    _, best_a = load_network(out / MODEL_NAME)
+    _, best_b = load_network(reference_run / MODEL_NAME)
+    for (ka, va), (kb, vb) in zip(best_a.state_dict().items(), best_b.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(pairs_npz, reference_run, tmp_path):
+    out = tmp_path / "ctrlc"
+    cfg = _cfg(pairs_npz, out)
+
+    def press_ctrl_c(step, logs):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    res = train(cfg, progress=False, callback=press_ctrl_c)
+    assert res.stopped == "interrupted" and res.steps_done == 3
+    _, meta = load_checkpoint(out / CHECKPOINT_NAME)
+    assert meta["step"] == 3 and meta["stopped"] == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+    # a KeyboardInterrupt raised between steps is handled the same way
+    def raise_interrupt(step, logs):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    res = train(cfg, resume=True, progress=False, callback=raise_interrupt)
+    assert res.stopped == "interrupted" and res.steps_done == 5
+    res = train(cfg, resume=True, progress=False)
+    assert res.stopped == "completed" and res.steps_done == 6
+    _assert_same(_ckpt_tensors(out), _ckpt_tensors(reference_run))
+
+
+def test_outputs_model_header_and_log(pairs_npz, reference_run):
+    from sharpscope.models.format import load_network
+    from sharpscope.restore import load_model
+
+    header, net = load_network(reference_run / MODEL_NAME)
+    cfg = _cfg(pairs_npz, reference_run, plot=True)
+    assert header.training == cfg.model_dump(mode="json")
+    assert header.architecture == "mrbcr" and header.hparams["channels"] == 4
+    assert (header.normalization.pmin, header.normalization.pmax) == (1.0, 99.8)
+    model = load_model(reference_run, device="cpu")  # a run folder is a model
+    img = np.random.default_rng(0).random((40, 52)).astype(np.float32)
+    assert model.predict(img).shape == (40, 52)
+    rows = _log_rows(reference_run)
+    assert [int(r["step"]) for r in rows] == [2, 4, 6]
+    assert set(rows[0]) == {"step", "loss", "val_loss", "val_psnr", "lr"}
+    assert (reference_run / "loss.png").stat().st_size > 1000
+    assert load_config(reference_run / "config.yaml") == cfg
+
+
+def test_existing_run_is_protected_and_resume_checks_config(pairs_npz, reference_run):
+    with pytest.raises(ConfigError, match="--resume"):
+        train(_cfg(pairs_npz, reference_run), progress=False)
+    with pytest.raises(ConfigError, match="lr"):
+        train(_cfg(pairs_npz, reference_run, lr=0.01), resume=True, progress=False)
+    # resuming a finished run with the same steps does nothing
+    res = train(_cfg(pairs_npz, reference_run), resume=True, progress=False)
+    assert res.steps_done == 6
+
+
+def test_best_checkpoint_survives_when_validation_gets_worse(pairs_npz, tmp_path, monkeypatch):
+    import sharpscope.models.registry as registry
+
+    nets = []
+    build = registry.build_network
+
+    def capture(*a, **k):
+        nets.append(build(*a, **k))
+        return nets[0]
+
+    monkeypatch.setattr(registry, "build_network", capture)
+    snapshot = {}
+
+    def wreck_after_step_4(step, logs):
+        if step == 4:
+            snapshot.update({k: v.clone() for k, v in nets[0].state_dict().items()})
+            with torch.no_grad():
+                g = torch.Generator().manual_seed(0)
+                for p in nets[0].parameters():
+                    p.add_(torch.randn(p.shape, generator=g))
+
+    out = tmp_path / "worse"
+    res = train(_cfg(pairs_npz, out, steps=20, patience=1), progress=False, callback=wreck_after_step_4)
+    assert res.stopped == "early_stopped" and res.steps_done == 6
+    assert res.best_step == 4
+    rows = _log_rows(out)
+    assert float(rows[-1]["val_psnr"]) < float(rows[1]["val_psnr"])
+    assert res.best_val_psnr == pytest.approx(float(rows[1]["val_psnr"]), rel=1e-5)
+    from sharpscope.models.format import load_network
+
+    _, best = load_network(out / MODEL_NAME)
+    for k, v in best.state_dict().items():
+        assert torch.equal(v, snapshot[k]), k
+    last = _ckpt_tensors(out)
+    assert any(not torch.equal(last[f"model/{k}"], v) for k, v in snapshot.items())
+
+
+def test_patch_size_must_fit_the_network(pairs_npz, tmp_path):
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        train(_cfg(pairs_npz, tmp_path / "x", patch_size=30), progress=False)
+
+
+def test_time_limit_stops_cleanly(pairs_npz, tmp_path):
+    res = train(_cfg(pairs_npz, tmp_path / "t", max_minutes=1e-9), progress=False)
+    assert res.stopped == "time_limit" and res.steps_done == 0
+    _, meta = load_checkpoint(tmp_path / "t" / CHECKPOINT_NAME)
+    assert meta["step"] == 0
+
+
+def test_brief_training_on_simulated_pairs_lowers_validation_loss(tmp_path):
+    out = tmp_path / "sim"
+    cfg = load_config(
+        overrides={
+            "data.simulate": "mrbcr-widefield",
+            "model.hparams": TINY,
+            "steps": 1,
+            "val_every": 1,
+            "batch_size": 4,
+            "patch_size": 32,
+            "val_size": 8,
+            "lr": 1e-2,
+            "patience": None,
+            "out": str(out),
+            "plot": False,
+            "device": "cpu",
+        }
+    )
+    train(cfg, progress=False)  # one step, then a validation: the baseline
+    res = train(cfg.model_copy(update={"steps": 60, "val_every": 60}), resume=True, progress=False)
+    rows = _log_rows(out)
+    assert [int(r["step"]) for r in rows] == [1, 60]
+    first, last = float(rows[0]["val_loss"]), float(rows[-1]["val_loss"])
+    assert last < 0.7 * first, (first, last)
+    assert float(rows[-1]["val_psnr"]) > float(rows[0]["val_psnr"])
+    assert res.steps_done == 60 and res.best_step == 60
+    _, meta = load_checkpoint(out / CHECKPOINT_NAME)
+    assert meta["data"]["sample_index"] == 60 * 4
