@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,9 +102,9 @@ def test_layout_windows_cover_positively_and_sum_to_one():
         ax = layout_axis(size, tile, overlap, 4)
         assert ax.starts[0] == 0 and ax.starts[-1] + ax.tile == size
         assert all(s % 4 == 0 for s in ax.starts)
-        assert all(a + ax.tile - b >= overlap for a, b in zip(ax.starts, ax.starts[1:]))
+        assert all(a + ax.tile - b >= overlap for a, b in zip(ax.starts, ax.starts[1:], strict=False))
         total = np.zeros(size)
-        for s, w in zip(ax.starts, ax.windows):
+        for s, w in zip(ax.starts, ax.windows, strict=True):
             assert w.min() >= FLOOR
             total[s : s + ax.tile] += w
         # a partition of unity up to the floor: the image border keeps weight 1
@@ -131,3 +132,32 @@ def test_bad_options_and_outputs():
         predict_tiled(lambda t: t, np.zeros((2, 2, 4, 4), np.float32))
     with pytest.raises(RuntimeError, match="expected"):
         predict_tiled(lambda t: t[..., :-1], img, tile=8, overlap=2)
+
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "debcr-reference"
+
+
+@pytest.mark.slow
+def test_published_weights_tiled_matches_untiled(tmp_path):
+    """Trained m-rBCR (DeBCR bright_SR): an overlap of 160 along X gives parity < 1e-3."""
+    if not (REFERENCE / "weights" / "bright_SR").is_dir():
+        pytest.skip(f"DeBCR reference material not found at {REFERENCE}")
+    from sharpscope.models.debcr_import import import_debcr
+    from sharpscope.restore import load_model
+
+    net = load_model(import_debcr(REFERENCE / "weights" / "bright_SR", tmp_path / "sr.safetensors"), device="cpu").network
+
+    def fn(t):
+        return net(t)[0]
+
+    with np.load(REFERENCE / "bright_SR_reference.npz") as ref:
+        x0 = ref["x0"][..., 0].astype(np.float32)
+    # a strip of real images 2.5 patches wide, cut along X (the direction of the
+    # widest receptive field: the pseudo-inverse branches convolve along the width)
+    image = np.concatenate([x0[0], x0[1], x0[2][:, :64]], axis=1)
+    full = _untiled(fn, image, 4)
+    out = predict_tiled(fn, image, tile=(128, 256), overlap=(0, 160))
+    assert np.abs(out - full).max() / np.ptp(full) < 1e-3
+    # a too small overlap is visibly worse: the test can fail
+    out = predict_tiled(fn, image, tile=(128, 128), overlap=(0, 32))
+    assert np.abs(out - full).max() / np.ptp(full) > 1e-3

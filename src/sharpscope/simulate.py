@@ -36,8 +36,10 @@ Presets
     ``pixel = s * emission / (4 NA)`` with the sampling factor ``s ~ U[0.5, 1]``
     (``s = 1`` is exactly Nyquist, i.e. ``fc = NA * pixel / emission = 0.25``;
     ``s = 0.5`` is 2x oversampled), so ``fc`` spans [0.125, 0.25] as in the
-    poster.  3-D stacks use ``z_step = s_z * emission / (2 n (1 - cos a))``,
-    ``sin a = NA / n``, ``s_z ~ U[0.5, 1]``.
+    poster.  3-D stacks use ``z_step = min(r * pixel, emission / (2 n (1 - cos a)))``
+    with ``r ~ U[1, 3]`` and ``sin a = NA / n``: a z-step of 1-3 pixels, never
+    coarser than axial Nyquist (as in typical acquisitions, which oversample
+    axially at low NA).
 ``'poster-zernike'`` (:class:`ZernikePreset`)
     The blind-deconvolution poster: ``fc ~ U[0.125, 0.25]``, Zernike
     coefficients for Noll indices 4-11 (defocus, astigmatism x2, coma x2,
@@ -313,8 +315,8 @@ class OpticsPreset(Preset):
         Pinhole diameters (um, sample plane) recorded for each modality.
     sampling : (float, float)
         Range of the lateral sampling factor ``s``: ``pixel = s * emission / (4 NA)``.
-    sampling_z : (float, float)
-        Range of the axial sampling factor (3-D).
+    z_ratio : (float, float)
+        Range of ``z_step / pixel`` for 3-D stacks (capped at axial Nyquist).
     """
 
     na: Range = (0.4, 1.0)
@@ -325,7 +327,7 @@ class OpticsPreset(Preset):
     pinhole_widefield: float = 1000.0
     pinhole_confocal: float = 0.1
     sampling: Range = (0.5, 1.0)
-    sampling_z: Range = (0.5, 1.0)
+    z_ratio: Range = (1.0, 3.0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -333,7 +335,7 @@ class OpticsPreset(Preset):
         _check_range("wavelength_ex", self.wavelength_ex, positive=True)
         _check_range("wavelength_em", self.wavelength_em, positive=True)
         _check_range("sampling", self.sampling, positive=True)
-        _check_range("sampling_z", self.sampling_z, positive=True)
+        _check_range("z_ratio", self.z_ratio, positive=True)
         if self.na[1] >= self.refractive_index:
             raise ConfigError("NA must stay below the refractive index")
         if not 0 <= self.confocal_probability <= 1:
@@ -349,10 +351,10 @@ class OpticsPreset(Preset):
             float(torch.rand((), generator=g, dtype=torch.float64)) < self.confocal_probability
         )
         s = _u(g, self.sampling)
-        s_z = _u(g, self.sampling_z)
+        ratio = _u(g, self.z_ratio)
         n = float(self.refractive_index)
         pixel = s * em / (4.0 * na) / 1000.0  # um
-        z_step = s_z * _axial_nyquist(na, em / 1000.0, n) if ndim == 3 else 0.0
+        z_step = min(ratio * pixel, _axial_nyquist(na, em / 1000.0, n)) if ndim == 3 else 0.0
         kw: dict[str, Any] = {"refractive_index": n, "size": int(self.psf_size)}
         if ndim == 3:
             kw.update(z_planes=_psf_planes(depth), z_step=z_step)
@@ -390,8 +392,8 @@ class ZernikePreset(Preset):
         Range of the per-sample maximum amplitude (waves RMS).
     na, wavelength, refractive_index : float
         Optics used for 3-D stacks only (pixel size = fc * wavelength / NA).
-    sampling_z : (float, float)
-        Range of the axial sampling factor (3-D).
+    z_ratio : (float, float)
+        Range of ``z_step / pixel`` for 3-D stacks (capped at axial Nyquist).
     """
 
     fc: Range = (0.125, 0.25)
@@ -401,11 +403,12 @@ class ZernikePreset(Preset):
     na: float = 1.0
     wavelength: float = 520.0
     refractive_index: float = 1.33
-    sampling_z: Range = (0.5, 1.0)
+    z_ratio: Range = (1.0, 3.0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_range("fc", self.fc, positive=True)
+        _check_range("z_ratio", self.z_ratio, positive=True)
         _check_range("theta_max", self.theta_max)
         if int(self.noll_start) < 1 or int(self.n_zernike) < 0:
             raise ConfigError("noll_start must be >= 1 and n_zernike >= 0")
@@ -431,8 +434,9 @@ class ZernikePreset(Preset):
         if int(self.noll_start) != 4:
             raise ConfigError("3-D Zernike presets need noll_start = 4")
         pixel = fc * self.wavelength / self.na / 1000.0
-        s_z = _u(g, self.sampling_z)
-        z_step = s_z * _axial_nyquist(self.na, self.wavelength / 1000.0, self.refractive_index)
+        ratio = _u(g, self.z_ratio)
+        nyquist = _axial_nyquist(self.na, self.wavelength / 1000.0, self.refractive_index)
+        z_step = min(ratio * pixel, nyquist)
         psf = widefield_psf(
             self.na,
             self.wavelength,

@@ -958,6 +958,11 @@ class _StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which stops them cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -1279,6 +1284,7 @@ def train(
         num_workers=config.num_workers,
         pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(config.seed),
+        worker_init_fn=_ignore_sigint if config.num_workers > 0 else None,
     )
     net.train()
     bar = tqdm(
