@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[tuple[float, float]]] = {}
     t0 = time.perf_counter()
     for i in range(args.n):
-        scores = compare_methods(data["low"][i], data["gt"][i], data["psf"][i], model)
+        scores = compare_methods(data["low"][i], data["gt"][i], data["psfs"][i], model)
         for name, s in scores.items():
             rows.setdefault(name, []).append((s.psnr, s.ssim))
     elapsed = time.perf_counter() - t0

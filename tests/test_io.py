@@ -342,3 +342,17 @@ def test_image_dataclass_and_is_image_file():
     img = Image(np.zeros((2, 3)), "YX")
     assert img.shape == (2, 3) and img.pixel_size == {} and img.metadata == {}
     assert is_image_file("A.OME.TIFF") and is_image_file("x.npz") and not is_image_file("x.csv")
+
+
+def test_partial_pixel_size_is_not_invented(tmp_path):
+    path = write_image(tmp_path / "z.tif", _rand((2, 5, 5)), "ZYX", pixel_size={"Z": 0.7})
+    assert read_image(path).pixel_size == {"Z": 0.7}
+    path = write_image(tmp_path / "n.tif", _rand((5, 5)), "YX")
+    assert read_image(path).pixel_size == {}
+
+
+def test_write_over_a_directory_is_an_input_error(tmp_path):
+    (tmp_path / "d.tif").mkdir()
+    with pytest.raises(InputError, match="cannot write"):
+        write_image(tmp_path / "d.tif", np.zeros((4, 4), np.uint8), "YX")
+    assert _leftovers(tmp_path) == ["d.tif"]

@@ -415,3 +415,44 @@ def test_brief_training_on_simulated_pairs_lowers_validation_loss(tmp_path):
     assert res.steps_done == 60 and res.best_step == 60
     _, meta = load_checkpoint(out / CHECKPOINT_NAME)
     assert meta["data"]["sample_index"] == 60 * 4
+
+
+def test_prepared_data_records_its_percentiles_in_the_model(tmp_path):
+    from sharpscope.data import prepare
+    from sharpscope.models.format import read_header
+
+    rng = np.random.default_rng(5)
+    lows = [rng.random((64, 64)).astype(np.float32) for _ in range(3)]
+    data = prepare(lows, [a**2 for a in lows], tmp_path / "p.npz", patch_size=32, pmin=0.5, pmax=99.5,
+                   split=(1, 1, 1)).path
+    train(_cfg(data, tmp_path / "run", steps=2, **{"data.val_fraction": 0.1}), progress=False)
+    header = read_header(tmp_path / "run" / MODEL_NAME)
+    assert (header.normalization.pmin, header.normalization.pmax) == (0.5, 99.5)
+
+
+def test_tiff_folder_holds_out_whole_files_for_validation(tmp_path):
+    import tifffile
+
+    from sharpscope.train import _build_data
+
+    rng = np.random.default_rng(6)
+    (tmp_path / "low").mkdir()
+    (tmp_path / "gt").mkdir()
+    imgs = {}
+    for i in range(4):
+        a = rng.random((64, 64)).astype(np.float32) * (i + 1)
+        tifffile.imwrite(tmp_path / "low" / f"f{i}.tif", a)
+        tifffile.imwrite(tmp_path / "gt" / f"f{i}.tif", a * 2)
+        lo, hi = np.percentile(a, [1.0, 99.8])
+        imgs[f"f{i}.tif"] = (a - lo) / (hi - lo)
+    cfg = _cfg(tmp_path, tmp_path / "run", **{"data.val_fraction": 0.25})
+    data = _build_data(cfg)
+    train_files = set(data.train.images.names)
+    assert len(train_files) == 3
+    (held,) = set(imgs) - train_files
+    # every validation patch is a tile of the held-out file, none of a training file
+    for patch in data.val_low[:, 0].numpy():
+        assert any(
+            np.allclose(imgs[held][y : y + 32, x : x + 32], patch, atol=1e-5) for y in (0, 32) for x in (0, 32)
+        )
+    assert len(data.val_low) == 4

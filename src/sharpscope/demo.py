@@ -123,7 +123,7 @@ def run_demo(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sample = simulate_dataset("mrbcr-widefield", n=1, size=size, seed=seed)
-    low, gt, psf = sample["low"][0], sample["gt"][0], sample["psf"][0]
+    low, gt, psf = sample["low"][0], sample["gt"][0], sample["psfs"][0]
     scores = compare_methods(low, gt, psf, load_model(model))
     images = {
         "input": low,

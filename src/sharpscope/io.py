@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import re
@@ -313,7 +314,10 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise InputError(f"cannot write {dest}: {exc.strerror or _one_line(exc)}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -444,7 +448,10 @@ def read_image(
         raise InputError(f"{p}: unsupported pixel type {data.dtype}")
     where = str(p)
     if axes is not None:
-        new_axes = validate_axes(axes, data.ndim)
+        try:
+            new_axes = validate_axes(axes, data.ndim)
+        except AxesError as exc:
+            raise AxesError(f"{p}: {exc}") from None
         pixel_size = _rekey_pixel_size(pixel_size, file_axes, new_axes)
         return Image(data, new_axes, pixel_size, meta)
     if literal:
@@ -459,7 +466,47 @@ def read_image(
     return Image(data, final, pixel_size, meta)
 
 
+class _Collect(logging.Handler):
+    """Collects log records (tifffile logs problems instead of raising)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(" ".join(record.getMessage().split()))
+
+
+@contextlib.contextmanager
+def _quiet_tifffile(p: Path) -> Iterator[None]:
+    """Keep tifffile's log messages off stderr; add them to a read error instead."""
+    log = logging.getLogger("tifffile")
+    handler = _Collect()
+    old_propagate = log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield
+    except InputError as exc:
+        if handler.messages:
+            raise InputError(f"{exc} ({handler.messages[-1]})") from None
+        raise
+    except (AxesError, MemoryError):
+        raise
+    except Exception as exc:
+        detail = f" ({handler.messages[-1]})" if handler.messages else ""
+        raise InputError(f"cannot read {p}: {_one_line(exc)}{detail}") from None
+    finally:
+        log.removeHandler(handler)
+        log.propagate = old_propagate
+
+
 def _read_tiff(p: Path, key: str | None):
+    with _quiet_tifffile(p):
+        return _read_tiff_quietly(p)
+
+
+def _read_tiff_quietly(p: Path):
     import tifffile
 
     with tifffile.TiffFile(p) as tif:
@@ -780,10 +827,12 @@ def _is_subsequence(axes: str, order: str) -> bool:
 
 
 def _write_tiff(tmp, arr, axes, px, key, prepared=None):
-    imagej = _is_subsequence(axes, "TZCYX") and arr.dtype in (
-        np.dtype(np.uint8),
-        np.dtype(np.uint16),
-        np.dtype(np.float32),
+    imagej = (
+        _is_subsequence(axes, "TZCYX")
+        and arr.dtype in (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+        # ImageJ keeps X/Y sizes in the resolution tags and one unit for all:
+        # a pixel size for Z alone (or X without Y) goes to a shaped TIFF
+        and (not px or ("X" in px and "Y" in px))
     )
     if tmp is None:
         return imagej

@@ -417,8 +417,9 @@ def _output_name(src: Path) -> str:
 def plan_outputs(files: Sequence[Path], output: str | os.PathLike[str]) -> list[Path]:
     """Destination of each input: ``OUT`` itself, or ``OUT/<stem>_restored.tif``.
 
-    One input and an ``OUT`` that is not an existing folder (nor ends with a
-    path separator): ``OUT`` is the output file.  Otherwise ``OUT`` is a folder.
+    One input and an ``OUT`` with a file suffix that is not an existing folder
+    (nor ends with a path separator): ``OUT`` is the output file.  Otherwise
+    ``OUT`` is a folder (created when missing).
 
     Raises
     ------
@@ -428,7 +429,7 @@ def plan_outputs(files: Sequence[Path], output: str | os.PathLike[str]) -> list[
     """
     text = os.fspath(output)
     out = Path(text)
-    as_dir = out.is_dir() or text.endswith(("/", os.sep)) or len(files) > 1
+    as_dir = out.is_dir() or text.endswith(("/", os.sep)) or not out.suffix or len(files) > 1
     if as_dir:
         if out.exists() and not out.is_dir():
             raise InputError(f"{out}: exists and is not a folder (several inputs need a folder)")
@@ -465,8 +466,9 @@ def restore_files(
         Image files, folders (every supported image directly inside) and glob
         patterns.
     output : path-like
-        With one input: the output file, or an existing folder.  With several:
-        a folder (created when missing).  Files in a folder are named
+        With one input: the output file (its suffix picks the format), or a
+        folder (an existing one, a path ending in ``/``, or a name without
+        suffix).  With several: a folder (created when missing).  Files in a folder are named
         ``<stem>_restored.tif`` (``.ome.tif`` for OME inputs).
     model : Model, str or path-like, optional
         A loaded :class:`Model` or what :func:`load_model` takes.
@@ -503,6 +505,12 @@ def restore_files(
         model = load_model(model, device=device)
     if kw.get("dtype", "float32") not in DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {kw['dtype']!r}")
+    if kw.get("dtype", "float32") == "float32":
+        for dst in dests:
+            if dst.name.lower().endswith((".png", ".jpg", ".jpeg")):
+                raise InputError(
+                    f"{dst}: PNG/JPEG cannot store float32 results; write .tif or use dtype 'input'"
+                )
     desc = kw.pop("desc", None)
     written: list[Path] = []
     for src, dst in zip(files, dests, strict=True):

@@ -823,6 +823,7 @@ def _build_data(config: TrainConfig) -> _Data:
 
     assert dc.path is not None
     kw = {"normalize": dc.normalize, "pmin": dc.pmin, "pmax": dc.pmax}
+    norm: tuple[float, float] | None = None
     path = Path(dc.path)
     val_images = None
     if path.is_dir():
@@ -849,6 +850,10 @@ def _build_data(config: TrainConfig) -> _Data:
         npz = D.PairedNpzDataset(path, split=None, **kw)
         if npz.prepared:
             images = npz
+            pnorm = npz.metadata.get("normalization") or {}
+            if npz.normalization == "none" and "pmin" in pnorm and "pmax" in pnorm:
+                # already normalised by `prepare`: prediction must use its percentiles
+                norm = (float(pnorm["pmin"]), float(pnorm["pmax"]))
             if dc.val_path is None:
                 val_images = D.PairedNpzDataset(path, split="val", **kw)
                 if len(val_images) == 0:
@@ -878,6 +883,7 @@ def _build_data(config: TrainConfig) -> _Data:
         torch.from_numpy(vl)[:, None],
         torch.from_numpy(vg)[:, None],
         f"{path.name} ({len(images)} training item(s), {len(vl)} validation patches)",
+        norm,
     )
 
 
@@ -1016,10 +1022,7 @@ def _write_log(path: Path, rows: Sequence[Mapping[str, float]]) -> None:
 
 
 def _plot(path: Path, rows: Sequence[Mapping[str, float]], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
     from sharpscope.io import atomic_write
 
@@ -1073,7 +1076,8 @@ def train(
         a run is refused.  A resumed run must keep the settings that shape the
         weights (data, model, loss, lr, batch and patch size, seed...); it may
         change ``steps``, ``patience``, ``val_every``, ``device`` and the other
-        fields of :data:`RESUMABLE_CHANGES`.
+        fields of :data:`RESUMABLE_CHANGES` (with ``lr_schedule='cosine'`` a new
+        ``steps`` also reshapes the remaining schedule).
     progress : bool
         Show a tqdm progress bar and messages on stderr.
     callback : callable, optional
@@ -1111,6 +1115,22 @@ def train(
     >>> res.best_path  # doctest: +SKIP
     PosixPath('run/model.safetensors')
     """
+    threads = torch.get_num_threads()
+    try:
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        return _train(config, resume, progress, callback, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    config: TrainConfig,
+    resume: bool,
+    progress: bool,
+    callback: Callable[[int, dict[str, float]], None] | None,
+    log: Callable[[str], None] | None,
+) -> TrainResult:
     from sharpscope.models.registry import build_network, count_parameters
 
     log = log or _default_log(progress)
@@ -1135,8 +1155,6 @@ def train(
         raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
 
     device = _resolve_device(config.device)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
     # initial weights and every stream depend on the seed only
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)

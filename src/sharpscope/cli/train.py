@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="auto, cpu or cuda")
     p.add_argument("--num-workers", type=int, default=None, metavar="N", help="data loader processes")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
     p.add_argument("--max-minutes", type=float, default=None, metavar="M", help="stop cleanly after M minutes")
     p.add_argument("-o", "--out", default=None, metavar="DIR", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT")
@@ -101,6 +102,7 @@ def run_train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "device": args.device,
         "num_workers": args.num_workers,
+        "threads": args.threads,
         "max_minutes": args.max_minutes,
         "out": args.out,
     }

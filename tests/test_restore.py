@@ -1,0 +1,220 @@
+"""Tests of sharpscope.restore: Model.predict, load_model, restore_files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sharpscope.errors import AxesError, ConfigError, InputError, ModelFormatError
+from sharpscope.io import read_image, write_image
+from sharpscope.restore import Model, check_finite, load_model, resolve_device, restore_files
+
+RNG = np.random.default_rng(7)
+
+
+def _reference(model: Model, planes: np.ndarray, pmin=1.0, pmax=99.8) -> np.ndarray:
+    """Independent reference: whole-stack percentiles, one network pass per plane."""
+    lo, hi = np.percentile(planes.astype(np.float64), [pmin, pmax])
+    h, w = planes.shape[-2:]
+    m = model.network.size_multiple
+    ph, pw = -(-h // m) * m, -(-w // m) * m
+    x = (planes.reshape(-1, h, w).astype(np.float64) - lo) / (hi - lo)
+    x = np.pad(x, ((0, 0), (0, ph - h), (0, pw - w)), mode="reflect").astype(np.float32)
+    with torch.no_grad():
+        y = model.network(torch.from_numpy(x[:, None]))[0][:, 0].numpy().astype(np.float64)
+    return (y[:, :h, :w] * (hi - lo) + lo).reshape(planes.shape)
+
+
+def test_predict_matches_reference_2d(tiny_model):
+    image = (1000 * RNG.random((40, 52))).astype(np.float32)
+    out = tiny_model.predict(image, device="cpu", tile=64, overlap=16)
+    assert out.shape == image.shape and out.dtype == np.float32
+    ref = _reference(tiny_model, image)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4 * np.ptp(ref))
+
+
+def test_predict_normalises_the_whole_stack_not_each_plane(tiny_model):
+    # planes with very different brightness: percentiles of the whole stack apply to every plane
+    stack = np.stack([RNG.random((24, 28)), 50 + 200 * RNG.random((24, 28))]).astype(np.float32)
+    out = tiny_model.predict(stack, axes="ZYX", device="cpu")
+    ref = _reference(tiny_model, stack)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4 * np.ptp(ref))
+    per_plane = np.stack([_reference(tiny_model, p[None])[0] for p in stack])
+    assert np.abs(out - per_plane).max() > 1e-2 * np.ptp(ref)
+
+
+def test_predict_uses_header_percentiles(tiny_model):
+    tiny_model.header.normalization.pmin = 5.0
+    tiny_model.header.normalization.pmax = 95.0
+    image = RNG.gamma(2.0, 10.0, (32, 32)).astype(np.float32)
+    out = tiny_model.predict(image, device="cpu")
+    ref = _reference(tiny_model, image, 5.0, 95.0)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4 * np.ptp(ref))
+
+
+@pytest.mark.parametrize(
+    "axes, shape",
+    [
+        ("YX", (21, 30)),
+        ("ZYX", (3, 20, 18)),
+        ("TYX", (2, 17, 23)),
+        ("CYX", (2, 16, 20)),
+        ("TZYX", (2, 2, 12, 16)),
+        ("YXC", (14, 18, 3)),
+        ("SYX", (2, 12, 12)),
+    ],
+)
+def test_any_axes_restore_to_the_same_shape(tiny_model, axes, shape):
+    image = RNG.random(shape).astype(np.float32)
+    out = tiny_model.predict(image, axes=axes, device="cpu")
+    assert out.shape == image.shape and out.dtype == np.float32
+    assert np.isfinite(out).all()
+
+
+def test_channels_are_normalised_separately_and_stay_in_place(tiny_model):
+    base = RNG.random((20, 24)).astype(np.float32)
+    # channel 1 is channel 0 in other intensity units: its result must be the same, rescaled
+    image = np.stack([base, 1000 * base + 50], axis=-1)  # YXC
+    out = tiny_model.predict(image, axes="YXC", device="cpu")
+    np.testing.assert_allclose(out[..., 1], 1000 * out[..., 0] + 50, rtol=1e-4, atol=1e-2)
+    single = tiny_model.predict(base, axes="YX", device="cpu")
+    np.testing.assert_allclose(out[..., 0], single, atol=1e-6)
+
+
+def test_dtype_input_on_uint16(tiny_model):
+    image = RNG.integers(100, 4000, size=(24, 24)).astype(np.uint16)
+    as_float = tiny_model.predict(image, device="cpu")
+    out = tiny_model.predict(image, device="cpu", dtype="input")
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, np.clip(np.rint(as_float), 0, 65535).astype(np.uint16))
+    with pytest.raises(ConfigError, match="dtype"):
+        tiny_model.predict(image, dtype="uint8")
+
+
+def test_small_images_are_padded_internally(tiny_model):
+    for shape in [(3, 5), (1, 7), (2, 2)]:
+        image = RNG.random(shape).astype(np.float32)
+        out = tiny_model.predict(image, device="cpu")
+        assert out.shape == shape
+        if min(shape) > 1:
+            ref = _reference(tiny_model, image)
+            np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4 * max(np.ptp(ref), 1e-6))
+
+
+def test_bad_images(tiny_model):
+    nan = RNG.random((8, 8)).astype(np.float32)
+    nan[2, 3] = np.nan
+    nan[4, 4] = np.inf
+    with pytest.raises(InputError, match="2 NaN/Inf"):
+        tiny_model.predict(nan)
+    with pytest.raises(InputError, match="empty"):
+        tiny_model.predict(np.zeros((0, 8), np.float32))
+    with pytest.raises(InputError, match="constant"):
+        tiny_model.predict(np.full((8, 8), 3, np.uint16))
+    with pytest.raises(AxesError):
+        tiny_model.predict(np.zeros((2, 8, 8)), axes="YX")
+    with pytest.raises(AxesError):
+        tiny_model.predict(np.zeros(8))
+    assert check_finite(np.arange(4.0)).shape == (4,)
+
+
+def test_devices():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ConfigError, match="unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_load_model(tiny_model_path, tmp_path, monkeypatch):
+    model = load_model(tiny_model_path, device="cpu")
+    assert isinstance(model, Model) and model.header.architecture == "mrbcr"
+    assert model.size_multiple == 4 and not model.network.training
+    outs = model.network(torch.zeros(1, 1, 16, 16))
+    assert isinstance(outs, tuple) and outs[0].shape == (1, 1, 16, 16)
+
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(tiny_model_path.read_bytes()[:500])
+    with pytest.raises(ModelFormatError):
+        load_model(truncated)
+    with pytest.raises(ModelFormatError, match="not found"):
+        load_model(tmp_path / "missing.safetensors")
+
+    # no default model installed: a clear error naming it
+    from sharpscope.models import store
+
+    monkeypatch.setenv("SHARPSCOPE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(store, "bundled_dir", lambda: tmp_path / "no-bundled")
+    with pytest.raises(ModelFormatError, match="widefield-2d"):
+        load_model(None)
+
+
+# ------------------------------------------------------------------- files
+
+
+def _write_inputs(folder, n=2):
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        data = RNG.integers(0, 4000, size=(3, 20, 24)).astype(np.uint16)
+        paths.append(
+            write_image(folder / f"cell{i}.tif", data, "ZYX", pixel_size={"Z": 0.5, "Y": 0.1, "X": 0.1})
+        )
+    return paths
+
+
+def test_restore_files_single_file_keeps_axes_and_pixel_size(tiny_model, tmp_path):
+    (src,) = _write_inputs(tmp_path / "in", 1)
+    out = restore_files(src, tmp_path / "out.ome.tif", model=tiny_model, device="cpu")
+    assert out == [tmp_path / "out.ome.tif"]
+    img = read_image(out[0])
+    assert img.axes == "ZYX" and img.shape == (3, 20, 24) and img.data.dtype == np.float32
+    assert img.pixel_size == pytest.approx({"Z": 0.5, "Y": 0.1, "X": 0.1})
+    expected = tiny_model.predict(read_image(src).data, axes="ZYX", device="cpu")
+    np.testing.assert_allclose(img.data, expected, atol=1e-4)
+
+
+def test_restore_files_folder_glob_and_existing_dir(tiny_model, tmp_path):
+    srcs = _write_inputs(tmp_path / "in", 2)
+    (tmp_path / "in" / "notes.txt").write_text("ignored")
+    out = restore_files([tmp_path / "in"], tmp_path / "res", model=tiny_model, device="cpu")
+    assert [p.name for p in out] == ["cell0_restored.tif", "cell1_restored.tif"]
+    assert all(p.parent == tmp_path / "res" for p in out)
+    out = restore_files([str(tmp_path / "in" / "cell*.tif")], tmp_path / "res2", model=tiny_model)
+    assert len(out) == 2
+    # one input into an existing folder; dtype=input keeps uint16
+    (tmp_path / "one").mkdir()
+    out = restore_files([srcs[0]], tmp_path / "one", model=tiny_model, dtype="input")
+    assert out == [tmp_path / "one" / "cell0_restored.tif"]
+    assert read_image(out[0]).data.dtype == np.uint16
+    # an OUT without suffix is a folder, created on demand
+    out = restore_files([srcs[1]], tmp_path / "new", model=tiny_model)
+    assert out == [tmp_path / "new" / "cell1_restored.tif"]
+
+
+def test_restore_files_errors_write_nothing(tiny_model, tmp_path):
+    srcs = _write_inputs(tmp_path / "in", 2)
+    with pytest.raises(InputError, match="no such file"):
+        restore_files([tmp_path / "nope.tif"], tmp_path / "o.tif", model=tiny_model)
+    with pytest.raises(InputError, match="no images match"):
+        restore_files([str(tmp_path / "in" / "*.png")], tmp_path / "o.tif", model=tiny_model)
+    with pytest.raises(InputError, match="not a folder"):
+        restore_files(srcs, srcs[0], model=tiny_model)
+    with pytest.raises(InputError, match="overwrite its input"):
+        restore_files([srcs[0]], srcs[0], model=tiny_model)
+    with pytest.raises(InputError, match="cannot write this file type"):
+        restore_files([srcs[0]], tmp_path / "o.bmp", model=tiny_model)
+    # a constant image: the error names the file and no output appears
+    const = write_image(tmp_path / "flat.tif", np.full((8, 8), 5, np.uint16), "YX")
+    with pytest.raises(InputError, match="flat.tif.*constant"):
+        restore_files([const], tmp_path / "flat_out.tif", model=tiny_model)
+    # float32 output cannot go to PNG: checked before anything is computed or written
+    plane = write_image(tmp_path / "plane.tif", RNG.random((8, 8)).astype(np.float32), "YX")
+    with pytest.raises(InputError, match="PNG"):
+        restore_files([plane], tmp_path / "x.png", model=tiny_model)
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert leftovers == ["flat.tif", "in", "plane.tif", "tiny.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["cell0.tif", "cell1.tif"]
