@@ -87,7 +87,7 @@ def save_panel(path: str | Path, images: dict[str, np.ndarray], scores: dict[str
     path = Path(path)
     lo, hi = np.percentile(images["ground truth"], (0.5, 99.8))
     fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.6))
-    for ax, (name, img) in zip(axes, images.items()):
+    for ax, (name, img) in zip(axes, images.items(), strict=True):
         ax.imshow(img, cmap="magma", vmin=lo, vmax=hi, interpolation="nearest")
         title = name
         if name in scores:

@@ -83,8 +83,10 @@ def layout_axis(size: int, tile: int, overlap: int, multiple: int) -> Axis1D:
     size : int
         Length of the (padded) axis; a multiple of ``multiple``.
     tile : int
-        Requested tile length (rounded down to ``multiple``, at least
-        ``multiple``, at most ``size``).
+        Largest tile length (rounded down to ``multiple``, at least
+        ``multiple``).  The fewest tiles of this length that cover the axis
+        with the overlap are used, then shrunk to the smallest common length
+        that still covers it (less work, same overlap).
     overlap : int
         Minimum overlap between neighbouring tiles.
     multiple : int
@@ -97,8 +99,8 @@ def layout_axis(size: int, tile: int, overlap: int, multiple: int) -> Axis1D:
     Examples
     --------
     >>> ax = layout_axis(100, 48, 16, 4)
-    >>> ax.starts
-    (0, 24, 52)
+    >>> ax.tile, ax.starts
+    (44, (0, 28, 56))
     """
     t = max(multiple, (tile // multiple) * multiple)
     if t >= size:
@@ -110,6 +112,13 @@ def layout_axis(size: int, tile: int, overlap: int, multiple: int) -> Axis1D:
             "use a smaller overlap or a larger tile"
         )
     n = math.ceil((size - t) / stride) + 1
+    # shrink the tiles while n of them still cover the axis with the overlap
+    while t > multiple:
+        smaller = t - multiple
+        step = ((smaller - overlap) // multiple) * multiple
+        if step < multiple or (n - 1) * step < size - smaller:
+            break
+        t = smaller
     units = (size - t) // multiple
     starts = tuple((i * units // (n - 1)) * multiple for i in range(n))
     windows = []
