@@ -331,8 +331,8 @@ class TrainConfig(_Section):
     checkpoint_every: int | None = Field(None, gt=0)
     max_minutes: float | None = Field(None, gt=0.0)
     out: str = Field("sharpscope-run", min_length=1)
-    tile_size: int = Field(256, ge=8)
-    tile_overlap: int = Field(32, ge=0)
+    tile_size: int = Field(512, ge=8)
+    tile_overlap: int = Field(160, ge=0)
     plot: bool = True
     threads: int | None = Field(None, gt=0)
 

@@ -715,8 +715,9 @@ def debcr_header(name: str, source: str, hparams: dict | None = None):
     The published code min-max scales every training patch to [0, 1] but does
     not normalise at prediction time; scaling the whole image to [0, 1] by its
     minimum and maximum is the closest behaviour that is the same for every
-    tile.  Tiles default to the published 128-pixel patches with 32 pixels of
-    overlap, and coarse inputs are made by strided decimation as published.
+    tile.  Tiles default to 512 pixels with 160 pixels of overlap: the published
+    128/32 stitching leaves seams of up to 0.4 of the output range with these
+    weights (measured on a 1024x1024 image), 512/160 stays below 1e-3.  Coarse inputs are made by strided decimation as published.
 
     Parameters
     ----------
@@ -744,7 +745,7 @@ def debcr_header(name: str, source: str, hparams: dict | None = None):
         architecture="mrbcr",
         hparams=hp,
         normalization={"pmin": 0.0, "pmax": 100.0},
-        tile={"size": 128, "overlap": 32},
+        tile={"size": 512, "overlap": 160},
         provenance=f"{DEBCR_CREDIT} '{source}'",
         license=DEBCR_LICENSE,
     )
