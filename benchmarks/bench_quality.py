@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sharpscope.demo import compare_methods
+from sharpscope.demo import RL_ITERATIONS, compare_methods
 from sharpscope.restore import load_model
 from sharpscope.simulate import simulate_dataset
 
@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.n} images of {args.size}x{args.size} from the `mrbcr-widefield` preset, seed "
         f"{args.seed} (never used in training); model `{model.header.name}`. "
         "Richardson-Lucy uses the true PSF and, per image, the best of "
-        "5/10/20/40/80/160 iterations. Mean +- standard deviation over the images.",
+        f"{'/'.join(map(str, RL_ITERATIONS))} iterations. "
+        "Mean +- standard deviation over the images.",
         "",
         f"Command: `{cmd.strip()}` ({elapsed:.0f} s on this machine's CPU).",
         "",
