@@ -188,7 +188,7 @@ def test_import_header_and_default_location(tmp_path):
     assert header.architecture == "mrbcr"
     assert header.hparams["decimation"] == "stride"
     assert (header.normalization.pmin, header.normalization.pmax) == (0.0, 100.0)
-    assert (header.tile.size, header.tile.overlap) == (128, 32)
+    assert (header.tile.size, header.tile.overlap) == (512, 160)
     for author in ("Li", "Yushkevich", "Chu", "Kudryashev", "Yakimovich", "DeBCR"):
         assert author in header.provenance
     assert "CC-BY-4.0" in header.license
