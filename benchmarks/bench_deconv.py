@@ -95,6 +95,8 @@ def run_problem(name: str, shape: tuple[int, ...], args: argparse.Namespace):
             iterations // 2,
         ),
     }
+    if threads == 1:
+        del runs["sharpscope `rl`, 1 thread"]
     times: dict[str, list[float]] = {k: [] for k in runs}
     outputs: dict[str, np.ndarray] = {}
     deconvolve(image, psf, "rl", 1)  # warm-up (thread pools, FFT plans)
