@@ -26,6 +26,12 @@ _EXPORTS = {
     "make_psf": "sharpscope.physics.psf",
     "deconvolve": "sharpscope.deconv",
     "evaluate": "sharpscope.metrics",
+    "simulate_dataset": "sharpscope.simulate",
+    "SimulatedPairs": "sharpscope.simulate",
+    "TrainConfig": "sharpscope.train",
+    "load_config": "sharpscope.train",
+    "train": "sharpscope.train",
+    "prepare": "sharpscope.data",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
