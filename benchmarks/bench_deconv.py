@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import skimage
 import torch
+from _docs import BENCHMARKS_MD, replace_section
 from skimage.restoration import richardson_lucy
 
 from sharpscope.deconv import deconvolve
@@ -180,21 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write_docs:
-        path = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-        replace_section(path, SECTION, text)
-        print(f"updated {path}")
+        replace_section(SECTION, text)
+        print(f"updated {BENCHMARKS_MD}")
     return 0
-
-
-def replace_section(path: Path, title: str, text: str) -> None:
-    """Replace the section starting at ``title`` (up to the next '## ' heading) with ``text``."""
-    doc = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(doc):
-        doc = pattern.sub(lambda _: text + "\n", doc)
-    else:
-        doc = doc.rstrip() + "\n\n" + text
-    path.write_text(doc)
 
 
 if __name__ == "__main__":

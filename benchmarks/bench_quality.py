@@ -12,12 +12,11 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _docs import replace_section
 
 from sharpscope.demo import RL_ITERATIONS, compare_methods
 from sharpscope.restore import load_model
@@ -76,16 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write_docs:
-        replace_section(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md", SECTION, text)
+        replace_section(SECTION, text)
     return 0
-
-
-def replace_section(path: Path, title: str, text: str) -> None:
-    """Replace the markdown section starting at ``title`` (up to the next '## ') with ``text``."""
-    doc = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    doc = pattern.sub(lambda _: text + "\n", doc) if pattern.search(doc) else doc.rstrip() + "\n\n" + text
-    path.write_text(doc)
 
 
 if __name__ == "__main__":

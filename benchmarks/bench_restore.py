@@ -13,10 +13,10 @@ import argparse
 import resource
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _docs import replace_section
 
 from sharpscope.restore import load_model
 from sharpscope.simulate import simulate_dataset
@@ -70,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write_docs:
-        from bench_quality import replace_section
-
-        replace_section(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md", SECTION, text)
+        replace_section(SECTION, text)
     return 0
 
 

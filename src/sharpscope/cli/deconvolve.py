@@ -5,27 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sharpscope.cli._args import integer, number
+
 # the same names as sharpscope.deconv.METHODS / BOUNDARIES (kept here so that
 # building the parser does not import torch)
 METHODS = ("rl", "rl-accel", "rl-tv", "wiener")
 BOUNDARIES = ("extended", "reflect", "circular")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS, default="rl", help="algorithm (default: rl)")
     p.add_argument(
         "--iterations",
-        type=_positive_int,
+        type=integer(1),
         default=30,
         metavar="N",
         help="Richardson-Lucy iterations (default: 30)",
@@ -60,10 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="edge handling (default: extended for RL, reflect for Wiener)",
     )
     p.add_argument(
-        "--tv-weight", type=_float, default=0.002, metavar="L", help="rl-tv weight (default 0.002)"
+        "--tv-weight", type=number(), default=0.002, metavar="L", help="rl-tv weight (default 0.002)"
     )
     p.add_argument(
-        "--balance", type=_float, default=1e-3, metavar="B", help="Wiener balance (default 1e-3)"
+        "--balance", type=number(), default=1e-3, metavar="B", help="Wiener balance (default 1e-3)"
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     p.set_defaults(func=run)

@@ -6,15 +6,7 @@ import argparse
 import json
 import sys
 
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+from sharpscope.cli._args import number
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--pixel-size",
-        type=_positive_float,
+        type=number(positive=True),
         default=None,
         metavar="UM",
         help="lateral pixel size in um (default: from GT's metadata, if any)",

@@ -5,21 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sharpscope.cli._args import integer, number
 from sharpscope.errors import ConfigError
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def parse_zernike(text: str | None) -> list[float] | None:
@@ -51,35 +38,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", required=True, metavar="PSF.tif", help="output image file")
     g = p.add_argument_group("optics")
-    g.add_argument("--na", type=_float, metavar="NA", help="numerical aperture")
-    g.add_argument("--wavelength", type=_float, metavar="NM", help="emission wavelength in nm")
+    g.add_argument("--na", type=number(), metavar="NA", help="numerical aperture")
+    g.add_argument("--wavelength", type=number(), metavar="NM", help="emission wavelength in nm")
     g.add_argument(
-        "--pixel-size", type=_float, metavar="UM", help="pixel size in the sample plane, um"
+        "--pixel-size", type=number(), metavar="UM", help="pixel size in the sample plane, um"
     )
     g.add_argument(
         "--refractive-index",
-        type=_float,
+        type=number(),
         metavar="N",
         help="immersion refractive index (default: 1.33, water)",
     )
-    g.add_argument("--z-step", type=_float, metavar="UM", help="plane spacing of a 3-D PSF, um")
-    g.add_argument("--z-planes", type=_int, metavar="K", help="number of planes of a 3-D PSF")
+    g.add_argument("--z-step", type=number(), metavar="UM", help="plane spacing of a 3-D PSF, um")
+    g.add_argument("--z-planes", type=integer(), metavar="K", help="number of planes of a 3-D PSF")
     g.add_argument("--confocal", action="store_true", help="confocal PSF (needs --pinhole)")
     g.add_argument(
         "--pinhole",
-        type=_float,
+        type=number(),
         metavar="UM",
         help="pinhole diameter back-projected to the sample plane, um (0 = point detector)",
     )
     g.add_argument(
         "--excitation",
-        type=_float,
+        type=number(),
         metavar="NM",
         help="confocal excitation wavelength in nm (default: the emission wavelength)",
     )
     p.add_argument(
         "--fc",
-        type=_float,
+        type=number(),
         metavar="FC",
         help="cut-off frequency in cycles/pixel instead of the optics (0.25 = Nyquist)",
     )
@@ -89,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="aberrations in waves RMS for Noll indices 4, 5, 6, ... "
         "(write --zernike=-0.1,0.2 when the first is negative)",
     )
-    p.add_argument("--size", type=_int, default=33, metavar="N", help="side length (default: 33)")
+    p.add_argument("--size", type=integer(), default=33, metavar="N", help="side length (default: 33)")
     p.add_argument("--plot", metavar="PNG", help="also save a figure (PSF, OTF, pupil phase)")
     p.set_defaults(func=run)
 

@@ -5,25 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+from sharpscope.cli._args import integer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,12 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--axes", default=None, help="axes of the inputs, e.g. YX, ZYX, TZYX (default: from file)"
     )
-    p.add_argument("--tile", type=_positive, default=None, metavar="N", help="tile size (pixels)")
+    p.add_argument("--tile", type=integer(1), default=None, metavar="N", help="tile size (pixels)")
     p.add_argument(
-        "--overlap", type=_non_negative, default=None, metavar="N", help="tile overlap (pixels)"
+        "--overlap", type=integer(0), default=None, metavar="N", help="tile overlap (pixels)"
     )
     p.add_argument(
-        "--batch-size", type=_positive, default=8, metavar="B", help="tiles per batch (default: 8)"
+        "--batch-size", type=integer(1), default=8, metavar="B", help="tiles per batch (default: 8)"
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(
