@@ -35,6 +35,7 @@ def compare_methods(
     psf: np.ndarray,
     model=None,
     rl_iterations: tuple[int, ...] = RL_ITERATIONS,
+    keep_all: bool = False,
 ) -> dict[str, Scored]:
     """Score the degraded input, Richardson-Lucy and the network against ``gt``.
 
@@ -48,12 +49,15 @@ def compare_methods(
         The network to compare; skipped when None.
     rl_iterations : tuple of int
         Iteration counts tried for Richardson-Lucy; the best PSNR is kept (an oracle choice
-        that favours Richardson-Lucy).
+        per image, which favours Richardson-Lucy).
+    keep_all : bool
+        Also return every iteration count's result, as ``"richardson-lucy N"``.
 
     Returns
     -------
     dict
-        ``{"input": Scored, "richardson-lucy": Scored, "sharpscope": Scored}``.
+        ``{"input": Scored, "richardson-lucy": Scored, "sharpscope": Scored}`` (plus the
+        per-iteration entries with ``keep_all``).
     """
     from sharpscope.deconv import deconvolve
     from sharpscope.metrics import psnr, ssim
@@ -64,12 +68,13 @@ def compare_methods(
         return Scored(img, psnr(img, gt, data_range=rng), ssim(img, gt, data_range=rng), note)
 
     out = {"input": score(low)}
-    best = None
-    for n in rl_iterations:
-        s = score(deconvolve(low, psf, method="rl", iterations=n), f"{n} iterations")
-        if best is None or s.psnr > best.psnr:
-            best = s
-    out["richardson-lucy"] = best
+    runs = {
+        n: score(deconvolve(low, psf, method="rl", iterations=n), f"{n} iterations")
+        for n in rl_iterations
+    }
+    out["richardson-lucy"] = max(runs.values(), key=lambda s: s.psnr)
+    if keep_all:
+        out.update({f"richardson-lucy {n}": s for n, s in runs.items()})
     if model is not None:
         out["sharpscope"] = score(model.predict(low, axes="YX"))
     return out

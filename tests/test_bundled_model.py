@@ -1,0 +1,40 @@
+"""The bundled default model `widefield-2d` as it ships in the package."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sharpscope.metrics import psnr
+from sharpscope.models.store import DEFAULT_MODEL, bundled_dir, list_models
+from sharpscope.restore import load_model
+from sharpscope.simulate import simulate_dataset
+
+# a stream the training never drew from (training: seed 0 and its validation stream)
+HELD_OUT_SEED = 4_242_4242
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    return load_model(None, device="cpu")
+
+
+def test_default_model_ships_in_the_package(default_model):
+    assert (bundled_dir() / f"{DEFAULT_MODEL}.safetensors").is_file()
+    assert any(m.name == DEFAULT_MODEL and m.source == "bundled" for m in list_models())
+    h = default_model.header
+    assert h.name == DEFAULT_MODEL and h.architecture == "mrbcr"
+    assert h.training is not None and h.training["data"]["simulate"] == "mrbcr-widefield"
+    assert h.license and h.provenance
+
+
+def test_default_model_restores_held_out_simulated_images(default_model):
+    data = simulate_dataset("mrbcr-widefield", n=4, size=128, seed=HELD_OUT_SEED)
+    gains = []
+    for low, gt in zip(data["low"], data["gt"], strict=True):
+        out = default_model.predict(low, axes="YX")
+        rng = float(gt.max() - gt.min())
+        gains.append(psnr(out, gt, data_range=rng) - psnr(low, gt, data_range=rng))
+    # the benchmark (docs/benchmarks.md) measures about +8 dB on 24 images of 256x256
+    assert np.mean(gains) > 4.0, gains
+    assert min(gains) > 1.0, gains
