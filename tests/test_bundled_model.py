@@ -38,3 +38,18 @@ def test_default_model_restores_held_out_simulated_images(default_model):
     # the benchmark (docs/benchmarks.md) measures about +8 dB on 24 images of 256x256
     assert np.mean(gains) > 4.0, gains
     assert min(gains) > 1.0, gains
+
+
+def test_training_config_of_the_default_model_validates(default_model):
+    from pathlib import Path
+
+    from sharpscope.train import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "widefield-2d.yaml")
+    assert cfg.name == default_model.header.name
+    assert cfg.model.arch == default_model.header.architecture
+    assert cfg.model.hparams["decimation"] == default_model.header.hparams["decimation"]
+    assert (cfg.tile_size, cfg.tile_overlap) == (
+        default_model.header.tile.size,
+        default_model.header.tile.overlap,
+    )
