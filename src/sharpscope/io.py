@@ -412,18 +412,7 @@ def read_image(
     if p.is_dir():
         raise InputError(f"{p}: is a directory, not an image file")
     suffix = _suffix(p)
-    readers = {
-        ".ome.tif": _read_tiff,
-        ".ome.tiff": _read_tiff,
-        ".tif": _read_tiff,
-        ".tiff": _read_tiff,
-        ".npz": _read_npz,
-        ".npy": _read_npy,
-        ".png": _read_pil,
-        ".jpg": _read_pil,
-        ".jpeg": _read_pil,
-    }
-    reader = readers.get(suffix)
+    reader = _READERS.get(suffix)
     if reader is None:
         raise InputError(
             f"{p}: unsupported file type {suffix or '(none)'!r} "
@@ -789,17 +778,7 @@ def write_image(
         raise InputError(f"cannot write pixels of type {arr.dtype} to {dest}")
     px = _check_pixel_size(pixel_size, axes)
     suffix = _suffix(dest)
-    writers = {
-        ".ome.tif": _write_ome,
-        ".ome.tiff": _write_ome,
-        ".tif": _write_tiff,
-        ".tiff": _write_tiff,
-        ".npz": _write_npz,
-        ".png": _write_png,
-        ".jpg": _write_jpeg,
-        ".jpeg": _write_jpeg,
-    }
-    writer = writers.get(suffix)
+    writer = _WRITERS.get(suffix)
     if writer is None:
         raise InputError(
             f"{dest}: cannot write file type {suffix or '(none)'!r} "
@@ -946,3 +925,28 @@ def _write_jpeg(tmp, arr, axes, px, key, prepared=None):
     comment = json.dumps({"axes": axes, "pixel_size_um": px})
     PILImage.fromarray(prepared).save(tmp, format="JPEG", quality=95, comment=comment)
     return None
+
+
+# suffix -> reader / writer; IMAGE_SUFFIXES and WRITE_SUFFIXES list the same keys
+_READERS = {
+    ".ome.tif": _read_tiff,
+    ".ome.tiff": _read_tiff,
+    ".tif": _read_tiff,
+    ".tiff": _read_tiff,
+    ".npz": _read_npz,
+    ".npy": _read_npy,
+    ".png": _read_pil,
+    ".jpg": _read_pil,
+    ".jpeg": _read_pil,
+}
+_WRITERS = {
+    ".ome.tif": _write_ome,
+    ".ome.tiff": _write_ome,
+    ".tif": _write_tiff,
+    ".tiff": _write_tiff,
+    ".npz": _write_npz,
+    ".png": _write_png,
+    ".jpg": _write_jpeg,
+    ".jpeg": _write_jpeg,
+}
+assert tuple(_READERS) == IMAGE_SUFFIXES and tuple(_WRITERS) == WRITE_SUFFIXES
