@@ -91,7 +91,9 @@ def save_panel(path: str | Path, images: dict[str, np.ndarray], scores: dict[str
 
     path = Path(path)
     lo, hi = np.percentile(images["ground truth"], (0.5, 99.8))
-    fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.6))
+    fig, axes = plt.subplots(
+        1, len(images), figsize=(3.2 * len(images), 3.8), layout="constrained"
+    )
     for ax, (name, img) in zip(axes, images.items(), strict=True):
         ax.imshow(img, cmap="magma", vmin=lo, vmax=hi, interpolation="nearest")
         title = name
@@ -100,7 +102,6 @@ def save_panel(path: str | Path, images: dict[str, np.ndarray], scores: dict[str
             title += f"\n{s.psnr:.2f} dB, SSIM {s.ssim:.3f}"
         ax.set_title(title, fontsize=10)
         ax.axis("off")
-    fig.tight_layout()
     with atomic_write(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
