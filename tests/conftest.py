@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 # a randomly initialised m-rBCR small enough for fast tests (same topology as the published one)
 TINY_MRBCR_HPARAMS = dict(
@@ -17,6 +18,33 @@ TINY_MRBCR_HPARAMS = dict(
     rdb_layers=1,
     out_kernel=3,
 )
+
+
+# an even smaller m-rBCR for training tests (seconds per run)
+TINY_TRAIN_HPARAMS = dict(
+    channels=4,
+    dense_layers=2,
+    conv1d_filters=4,
+    conv1d_layers=1,
+    rdb_blocks=1,
+    rdb_growth=2,
+    rdb_layers=1,
+    out_kernel=3,
+)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Run the suite on one torch thread.
+
+    Tiny networks run fastest on one thread, oversubscribed intra-op threads slow them
+    down by an order of magnitude on a shared 2-core machine, and bit-exact resume on
+    the CPU needs the same thread count before and after (tests/test_train.py).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def make_tiny_model(path: Path, seed: int = 0, tile: int = 64, overlap: int = 32) -> Path:

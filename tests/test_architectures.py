@@ -15,16 +15,6 @@ from sharpscope.models.format import load_network, save_model
 from sharpscope.models.registry import ARCHITECTURES, build_network, count_parameters
 from sharpscope.models.unet import UNet
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny networks run fastest on one thread (and do not fight over a busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # small configurations of every architecture, for fast tests
 TINY = {
     "bcr": dict(

@@ -12,28 +12,9 @@ import tifffile
 import torch
 import yaml
 
+from conftest import TINY_TRAIN_HPARAMS as TINY
 from sharpscope.cli import main
 from sharpscope.train import CHECKPOINT_NAME, MODEL_NAME, load_checkpoint
-
-TINY = dict(
-    channels=4,
-    dense_layers=2,
-    conv1d_filters=4,
-    conv1d_layers=1,
-    rdb_blocks=1,
-    rdb_growth=2,
-    rdb_layers=1,
-    out_kernel=3,
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the test machine's cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

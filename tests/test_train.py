@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_TRAIN_HPARAMS as TINY
 from sharpscope.errors import ConfigError
 from sharpscope.train import (
     CHECKPOINT_NAME,
@@ -26,28 +27,6 @@ from sharpscope.train import (
     restoration_loss,
     train,
 )
-
-TINY = dict(
-    channels=4,
-    dense_layers=2,
-    conv1d_filters=4,
-    conv1d_layers=1,
-    rdb_blocks=1,
-    rdb_growth=2,
-    rdb_layers=1,
-    out_kernel=3,
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the test machine's cores are shared, and oversubscribed
-    intra-op threads slow tiny convolutions down by an order of magnitude."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # ============================================================================ loss
 
@@ -240,7 +219,7 @@ def _log_rows(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def reference_run(_one_thread, pairs_npz, tmp_path_factory) -> Path:
+def reference_run(pairs_npz, tmp_path_factory) -> Path:
     """An uninterrupted 6-step run."""
     out = tmp_path_factory.mktemp("ref") / "run"
     res = train(_cfg(pairs_npz, out, plot=True), progress=False)
