@@ -64,7 +64,7 @@ import torch
 
 from sharpscope.errors import ConfigError, InputError
 from sharpscope.io import validate_axes
-from sharpscope.physics.blur import Convolution, _fast_len
+from sharpscope.physics.blur import Convolution, fast_len
 
 __all__ = ["METHODS", "BOUNDARIES", "deconvolve"]
 
@@ -159,7 +159,7 @@ class _Problem:
         self.spectral = boundary != "reflect"
         if self.spectral:
             if boundary == "extended":
-                grid = tuple(_fast_len(n + k - 1) for n, k in zip(shape, psf.shape, strict=True))
+                grid = tuple(fast_len(n + k - 1) for n, k in zip(shape, psf.shape, strict=True))
             else:
                 grid = shape
             self.grid = grid
@@ -277,7 +277,7 @@ def _wiener(y: torch.Tensor, psf: np.ndarray, boundary: str, balance: float) -> 
     shape = tuple(y.shape[1:])
     dims = tuple(range(1, nd + 1))
     if boundary == "reflect":
-        grid = tuple(_fast_len(n + 2 * k) for n, k in zip(shape, psf.shape, strict=True))
+        grid = tuple(fast_len(n + 2 * k) for n, k in zip(shape, psf.shape, strict=True))
         before = [(g - n) // 2 for g, n in zip(grid, shape, strict=True)]
         pads = [(0, 0)] + [(b, g - n - b) for b, g, n in zip(before, grid, shape, strict=True)]
         yp = torch.from_numpy(np.pad(y.cpu().numpy(), pads, mode="symmetric")).to(y.device)

@@ -59,7 +59,7 @@ WRITE_SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff", ".npz", ".png", ".jp
 """File name suffixes :func:`write_image` can write (case-insensitive)."""
 
 _META_KEY = "sharpscope"  # PNG text chunk / shaped TIFF key / npz '__sharpscope__'
-_NPZ_META = "__sharpscope__"
+NPZ_META_KEY = "__sharpscope__"
 
 # length units -> micrometres
 _UNITS_UM = {
@@ -618,7 +618,7 @@ def _pixel_size_from(stored: Mapping[str, Any]) -> dict[str, float]:
 
 def _read_npz(p: Path, key: str | None):
     with np.load(p, allow_pickle=False) as npz:
-        names = [n for n in npz.files if n != _NPZ_META]
+        names = [n for n in npz.files if n != NPZ_META_KEY]
         if key is None:
             if "low" in names:
                 key = "low"
@@ -633,8 +633,8 @@ def _read_npz(p: Path, key: str | None):
             raise InputError(f"{p}: no array {key!r} (arrays: {', '.join(names) or 'none'})")
         data = np.asarray(npz[key])
         stored = {}
-        if _NPZ_META in npz.files:
-            stored = _stored_meta(str(npz[_NPZ_META])).get(key, {})
+        if NPZ_META_KEY in npz.files:
+            stored = _stored_meta(str(npz[NPZ_META_KEY])).get(key, {})
     meta = {"format": "npz", "key": key}
     axes = stored.get("axes") if isinstance(stored, dict) else None
     if isinstance(axes, str):
@@ -862,13 +862,13 @@ def _write_ome(tmp, arr, axes, px, key, prepared=None):
 
 def _write_npz(tmp, arr, axes, px, key, prepared=None):
     name = key or "image"
-    if name == _NPZ_META or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+    if name == NPZ_META_KEY or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise InputError(f"invalid .npz array name {name!r}")
     if tmp is None:
         return None
     meta = json.dumps({name: {"axes": axes, "pixel_size_um": px}})
     with open(tmp, "wb") as fh:
-        np.savez(fh, **{name: arr, _NPZ_META: np.array(meta)})
+        np.savez(fh, **{name: arr, NPZ_META_KEY: np.array(meta)})
     return None
 
 

@@ -858,7 +858,7 @@ def write_dataset(path: str | os.PathLike[str], data: dict[str, Any]) -> tuple[P
     >>> sorted(k for k in np.load(npz).files if not k.startswith("__")), js.name
     (['gt', 'low', 'psf'], 'params.json')
     """
-    from sharpscope.io import _NPZ_META, atomic_write
+    from sharpscope.io import NPZ_META_KEY, atomic_write
 
     for key in ("low", "gt", "psfs", "params"):
         if key not in data:
@@ -886,7 +886,7 @@ def write_dataset(path: str | os.PathLike[str], data: dict[str, Any]) -> tuple[P
                 low=low,
                 gt=np.asarray(data["gt"], np.float32),
                 psf=psfs,
-                **{_NPZ_META: np.array(json.dumps(meta))},
+                **{NPZ_META_KEY: np.array(json.dumps(meta))},
             )
     doc = dict(data.get("meta", {}))
     doc["npz"] = npz_path.name

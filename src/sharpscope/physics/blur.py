@@ -42,7 +42,7 @@ Boundary = Literal["reflect", "zero", "circular"]
 _BOUNDARIES = ("reflect", "zero", "circular")
 
 
-def _fast_len(n: int) -> int:
+def fast_len(n: int) -> int:
     """Smallest integer >= ``n`` whose prime factors are all in {2, 3, 5, 7}."""
     best = 1 << max(0, math.ceil(math.log2(max(n, 1))))
     p7 = 1
@@ -101,7 +101,7 @@ class _FFTConvBase:
         if self.boundary == "circular":
             return shape, shape
         padded = tuple(n + k - 1 for n, k in zip(shape, self.kernel_shape, strict=True))
-        return padded, tuple(_fast_len(p) for p in padded)
+        return padded, tuple(fast_len(p) for p in padded)
 
     def _before(self) -> tuple[int, ...]:
         return tuple(k - 1 - c for k, c in zip(self.kernel_shape, self._centre, strict=True))

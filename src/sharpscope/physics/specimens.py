@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from sharpscope.errors import InputError
-from sharpscope.physics.blur import _fast_len
+from sharpscope.physics.blur import fast_len
 from sharpscope.physics.noise import SeedLike, as_generator
 
 __all__ = [
@@ -185,7 +185,7 @@ def _smooth_field(
     """
     sig = [corr / float(sp) for sp in spacing]  # Gaussian sigma in voxels per axis
     padded = [
-        _fast_len(n + min(int(math.ceil(2 * sv)), 2 * n)) for n, sv in zip(shape, sig, strict=True)
+        fast_len(n + min(int(math.ceil(2 * sv)), 2 * n)) for n, sv in zip(shape, sig, strict=True)
     ]
     noise = torch.randn(padded, generator=g, dtype=_DTYPE)
     spec = torch.fft.rfftn(noise)
