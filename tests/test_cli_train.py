@@ -14,7 +14,7 @@ import yaml
 
 from conftest import TINY_TRAIN_HPARAMS as TINY
 from sharpscope.cli import main
-from sharpscope.train import CHECKPOINT_NAME, MODEL_NAME, load_checkpoint
+from sharpscope.train import CHECKPOINT_NAME, MODEL_NAME, load_checkpoint, load_config
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,12 @@ def test_train_command_resume_and_restore(prepared, folders, tmp_path, capsys):
     assert rc == 0
     _, meta = load_checkpoint(out / CHECKPOINT_NAME)
     assert meta["step"] == 6 and meta["config"]["seed"] == 3 and meta["config"]["data"]["path"] == str(prepared)
+    # --init fine-tunes from a run folder (or any model) into a new run
+    tuned = tmp_path / "tuned"
+    rc = main(["train", str(_config(tmp_path)), "--data", str(prepared), "--steps", "2", "--out", str(tuned),
+               "--no-progress", "--init", str(out)])
+    assert rc == 0 and f"initial weights from {out / MODEL_NAME}" in capsys.readouterr().out
+    assert load_config(tuned / "config.yaml").model.init == str(out)
     # the run folder is a model for `restore --model`
     restored = tmp_path / "restored.tif"
     rc = main(["restore", str(folders / "low" / "cell0.tif"), "-o", str(restored), "--model", str(out),

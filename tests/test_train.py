@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import TINY_TRAIN_HPARAMS as TINY
-from sharpscope.errors import ConfigError
+from sharpscope.errors import ConfigError, ModelFormatError
 from sharpscope.train import (
     CHECKPOINT_NAME,
     MODEL_NAME,
@@ -315,6 +315,36 @@ def test_existing_run_is_protected_and_resume_checks_config(pairs_npz, reference
     # resuming a finished run with the same steps does nothing
     res = train(_cfg(pairs_npz, reference_run), resume=True, progress=False)
     assert res.steps_done == 6
+
+
+def test_init_starts_from_another_models_weights(pairs_npz, reference_run, tmp_path):
+    """model.init fine-tunes: the run starts from the given model's weights, not a random draw."""
+    from sharpscope.models.format import load_network
+
+    _, ref_net = load_network(reference_run / MODEL_NAME)
+    tiny_lr = {"lr": 1e-12, "steps": 2, "val_every": 1}
+    tuned = train(_cfg(pairs_npz, tmp_path / "tuned", **{"model.init": str(reference_run), **tiny_lr}), progress=False)
+    fresh = train(_cfg(pairs_npz, tmp_path / "fresh", seed=7, **tiny_lr), progress=False)
+    _, tuned_net = load_network(tuned.best_path)
+    _, fresh_net = load_network(fresh.best_path)
+    ref_sd, tuned_sd, fresh_sd = ref_net.state_dict(), tuned_net.state_dict(), fresh_net.state_dict()
+    assert all(torch.allclose(tuned_sd[k], ref_sd[k], atol=1e-6) for k in ref_sd)
+    assert not all(torch.allclose(fresh_sd[k], ref_sd[k], atol=1e-3) for k in ref_sd)
+    ref_best = max(float(r["val_psnr"]) for r in _log_rows(reference_run))
+    assert float(_log_rows(tmp_path / "tuned")[0]["val_psnr"]) == pytest.approx(ref_best, abs=1e-3)
+    # without model.arch / model.hparams the init model's are adopted (and saved in the config)
+    base = {"data.path": str(pairs_npz), "data.val_fraction": 0.25, "steps": 1, "batch_size": 4, "patch_size": 32,
+            "out": str(tmp_path / "adopted"), "plot": False, "device": "cpu", "model.init": str(reference_run)}
+    adopted = train(load_config(overrides=base), progress=False)
+    assert load_config(tmp_path / "adopted" / "config.yaml").model.hparams == ref_net.hparams
+    assert adopted.steps_done == 1
+    # an explicitly configured architecture must match the init model's
+    other = {**TINY, "channels": 8}
+    with pytest.raises(ConfigError, match="model.init"):
+        train(_cfg(pairs_npz, tmp_path / "bad", **{"model.init": str(reference_run), "model.hparams": other}), progress=False)
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
+    with pytest.raises(ModelFormatError):
+        train(_cfg(pairs_npz, tmp_path / "missing", **{"model.init": str(tmp_path / "nope")}), progress=False)
 
 
 def test_best_checkpoint_survives_when_validation_gets_worse(pairs_npz, tmp_path, monkeypatch):

@@ -127,10 +127,17 @@ class ModelConfig(_Section):
         Architecture name in :data:`sharpscope.models.registry.ARCHITECTURES`.
     hparams : dict
         Constructor arguments (empty: the published/default ones).
+    init : str or None
+        Start from the weights of this model (a model file, a training output
+        folder or a model name, as :func:`sharpscope.load_model` takes) instead
+        of a random initialisation: fine-tuning.  Where the config sets no
+        ``arch`` / ``hparams``, the init model's are used; where it does, they
+        must match.
     """
 
     arch: Literal["mrbcr", "srbcr", "bcr", "unet", "dncnn"] = "mrbcr"
     hparams: dict[str, Any] = Field(default_factory=dict)
+    init: str | None = Field(None, min_length=1)
 
 
 class DataConfig(_Section):
@@ -591,6 +598,45 @@ def restoration_loss(
         total = total + weight * loss
         parts.append(loss.detach())
     return total, parts
+
+
+def _adopt_init_architecture(config: TrainConfig) -> TrainConfig:
+    """With ``model.init``, take its architecture / hyper-parameters where the config sets none."""
+    m = config.model
+    if m.init is None or {"arch", "hparams"} <= m.model_fields_set:
+        return config
+    from sharpscope.models.format import read_header
+    from sharpscope.models.store import resolve_model
+
+    header = read_header(resolve_model(m.init))
+    fields = {"init": m.init, "arch": m.arch, "hparams": m.hparams}
+    if "arch" not in m.model_fields_set:
+        fields["arch"] = header.architecture
+    if "hparams" not in m.model_fields_set:
+        fields["hparams"] = dict(header.hparams)
+    try:
+        model = ModelConfig.model_validate(fields)
+    except ValidationError as exc:
+        raise ConfigError(f"model.init {m.init!r}: {_one_line(exc)}") from None
+    return config.model_copy(update={"model": model})
+
+
+def _load_initial_weights(
+    net: nn.Module, source: str, arch: str, hparams: Mapping[str, Any], log: Callable[[str], None]
+) -> None:
+    """Copy the weights of the model ``source`` into ``net`` (``model.init``)."""
+    from sharpscope.models.format import load_network
+    from sharpscope.models.store import resolve_model
+
+    path = resolve_model(source)
+    header, init_net = load_network(path)
+    init_hparams = dict(getattr(init_net, "hparams", header.hparams))
+    if header.architecture != arch or init_hparams != dict(hparams):
+        raise ConfigError(
+            f"model.init {source!r} is {header.architecture} {init_hparams}, not the configured {arch} {dict(hparams)}"
+        )
+    net.load_state_dict(init_net.state_dict())
+    log(f"initial weights from {path}")
 
 
 def lr_at(config: TrainConfig, step: int) -> float:
@@ -1134,6 +1180,7 @@ def _train(
     from sharpscope.models.registry import build_network, count_parameters
 
     log = log or _default_log(progress)
+    config = _adopt_init_architecture(config)
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT_NAME
     best_path = out / MODEL_NAME
@@ -1168,6 +1215,8 @@ def _train(
     n_params = count_parameters(net)
     decimation = str(getattr(net, "decimation", "stride"))
     hparams = dict(getattr(net, "hparams", config.model.hparams))
+    if config.model.init is not None and loaded is None:
+        _load_initial_weights(net, config.model.init, config.model.arch, hparams, log)
     net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr_at(config, 0))
     use_amp = bool(config.amp and device.type == "cuda")

@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gt", metavar="DIR", default=None, help="folder of targets when --data is the folder of inputs")
     p.add_argument("--val-data", metavar="NPZ|DIR", default=None, help="separate validation pairs")
     p.add_argument("--model", choices=ARCHS, default=None, help="architecture (default: mrbcr)")
+    p.add_argument("--init", metavar="MODEL", default=None, help="start from this model's weights (fine-tuning): a file, a run folder or a model name")
     p.add_argument("--steps", type=int, default=None, metavar="N", help="total optimiser steps")
     p.add_argument("--batch-size", type=int, default=None, metavar="B")
     p.add_argument("--patch-size", type=int, default=None, metavar="P")
@@ -94,6 +95,7 @@ def run_train(args: argparse.Namespace) -> int:
         "data.gt": args.gt,
         "data.val_path": args.val_data,
         "model.arch": args.model,
+        "model.init": args.init,
         "steps": args.steps,
         "batch_size": args.batch_size,
         "patch_size": args.patch_size,
