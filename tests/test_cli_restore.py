@@ -66,6 +66,19 @@ def test_several_inputs_dtype_input_and_axes_override(tiny_model_path, tmp_path,
     assert img.axes == "TYX" and img.data.dtype == np.uint16 and img.shape == (2, 16, 20)
 
 
+def test_tta_flag(tiny_model_path, tmp_path, capsys):
+    from sharpscope.restore import load_model
+
+    image = RNG.random((24, 36)).astype(np.float32)
+    src = write_image(tmp_path / "a.tif", image, "YX")
+    rc = main(["restore", str(src), "-o", str(tmp_path / "b.tif"), "--model", str(tiny_model_path), "--tta", "--no-progress"])
+    assert rc == 0
+    model = load_model(tiny_model_path, device="cpu")
+    got = read_image(tmp_path / "b.tif").data
+    np.testing.assert_allclose(got, model.predict(image, tta=True), rtol=0, atol=1e-6)
+    assert np.abs(got - model.predict(image)).max() > 1e-3
+
+
 def test_image_smaller_than_the_network_minimum_works(tiny_model_path, tmp_path, capsys):
     src = write_image(tmp_path / "tiny.tif", RNG.random((3, 5)).astype(np.float32), "YX")
     out = tmp_path / "tiny_out.tif"

@@ -34,6 +34,25 @@ def test_predict_matches_reference_2d(tiny_model):
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4 * np.ptp(ref))
 
 
+def test_tta_is_the_mean_over_rotations_and_mirrors(tiny_model):
+    # 40x52 (a multiple of the network's 4): the reference needs no padding in any orientation
+    image = (1000 * RNG.random((40, 52))).astype(np.float32)
+    out = tiny_model.predict(image, device="cpu", tile=64, overlap=16, tta=True)
+    views = []
+    for k in range(4):
+        for mirror in (False, True):
+            v = np.rot90(image, k)
+            v = v[:, ::-1] if mirror else v
+            y = _reference(tiny_model, np.ascontiguousarray(v))
+            y = y[:, ::-1] if mirror else y
+            views.append(np.rot90(y, -k))
+    ref = np.mean(views, axis=0)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4 * np.ptp(ref))
+    # and it is not the plain prediction (the random network is not rotation-equivariant)
+    plain = tiny_model.predict(image, device="cpu", tile=64, overlap=16)
+    assert np.abs(out - plain).max() > 1e-2 * np.ptp(ref)
+
+
 def test_predict_normalises_the_whole_stack_not_each_plane(tiny_model):
     # planes with very different brightness: percentiles of the whole stack apply to every plane
     stack = np.stack([RNG.random((24, 28)), 50 + 200 * RNG.random((24, 28))]).astype(np.float32)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +183,7 @@ class Model:
         progress: bool = False,
         dtype: str = "float32",
         desc: str | None = None,
+        tta: bool = False,
     ) -> np.ndarray:
         """Restore a whole image.
 
@@ -207,6 +208,11 @@ class Model:
             clipped to their range).
         desc : str, optional
             Progress bar label.
+        tta : bool
+            Test-time augmentation: average the network's outputs over the 8
+            rotations and mirror images of every tile (8 times the compute;
+            +0.3 dB PSNR for the bundled model on simulated data, see
+            docs/benchmarks.md).
 
         Returns
         -------
@@ -261,7 +267,9 @@ class Model:
         net = self.network.to(dev)
 
         def fn(x: torch.Tensor) -> torch.Tensor:
-            return net(x)[0]
+            if not tta:
+                return net(x)[0]
+            return _dihedral_mean(lambda t: net(t)[0], x)
 
         out = np.empty(planes.shape, dtype=np.float32)
         for c in range(n_chan):
@@ -287,6 +295,20 @@ class Model:
         if dtype == "input":
             result = _to_dtype(result, arr.dtype)
         return np.ascontiguousarray(result)
+
+
+def _dihedral_mean(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``fn`` over the 8 rotations / mirrors of ``x``'s last two axes, each undone."""
+    dims = (-2, -1)
+    total = torch.zeros_like(x)
+    for k in range(4):
+        for mirror in (False, True):
+            t = torch.rot90(x, k, dims)
+            t = torch.flip(t, (-1,)) if mirror else t
+            y = fn(t)
+            y = torch.flip(y, (-1,)) if mirror else y
+            total += torch.rot90(y, -k, dims)
+    return total / 8
 
 
 def _scale(x: np.ndarray, pmin: float, pmax: float) -> tuple[float, float]:
@@ -476,7 +498,7 @@ def restore_files(
         Axes override for every input.
     **kw
         Passed to :meth:`Model.predict` (``tile``, ``overlap``,
-        ``batch_size``, ``device``, ``progress``, ``dtype``).
+        ``batch_size``, ``device``, ``progress``, ``dtype``, ``tta``).
 
     Returns
     -------

@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="float32",
         help="output pixel type: float32, or that of the input (rounded, clipped)",
     )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="average over the 8 rotations/mirrors of each tile (8x slower, slightly better)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -63,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
+        tta=args.tta,
         progress=not args.no_progress,
     )
     for path in written:
