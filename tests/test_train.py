@@ -325,7 +325,8 @@ def test_init_starts_from_another_models_weights(pairs_npz, reference_run, tmp_p
     tiny_lr = {"lr": 1e-12, "steps": 2, "val_every": 1}
     tuned = train(_cfg(pairs_npz, tmp_path / "tuned", **{"model.init": str(reference_run), **tiny_lr}), progress=False)
     fresh = train(_cfg(pairs_npz, tmp_path / "fresh", seed=7, **tiny_lr), progress=False)
-    _, tuned_net = load_network(tuned.best_path)
+    tuned_header, tuned_net = load_network(tuned.best_path)
+    assert f"fine-tuning {reference_run}" in tuned_header.provenance
     _, fresh_net = load_network(fresh.best_path)
     ref_sd, tuned_sd, fresh_sd = ref_net.state_dict(), tuned_net.state_dict(), fresh_net.state_dict()
     assert all(torch.allclose(tuned_sd[k], ref_sd[k], atol=1e-6) for k in ref_sd)

@@ -1313,7 +1313,9 @@ def _train(
             normalization={"pmin": norm[0], "pmax": norm[1]},
             tile={"size": config.tile_size, "overlap": config.tile_overlap},
             provenance=(
-                f"trained with sharpscope {__version__} (sharpscope train) on {data.description}; "
+                f"trained with sharpscope {__version__} (sharpscope train"
+                + (f", fine-tuning {config.model.init}" if config.model.init else "")
+                + f") on {data.description}; "
                 f"best of the validations up to step {step}: validation PSNR {psnr:.2f} dB"
             ),
             license=config.license,
