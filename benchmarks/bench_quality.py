@@ -6,7 +6,7 @@ iteration count per image, an oracle choice that favours it) and the model.  Pri
 markdown table and, with ``--write-docs``, replaces the matching section of
 docs/benchmarks.md.
 
-    python benchmarks/bench_quality.py --n 24 --size 256 --write-docs
+    python benchmarks/bench_quality.py --n 96 --size 256 --write-docs
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ SECTION = "## Default model quality (held-out simulated set)"
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=24)
+    ap.add_argument("--n", type=int, default=96)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--model", default=None)
     ap.add_argument("--seed", type=int, default=HELDOUT_SEED)
@@ -96,15 +96,21 @@ def main(argv: list[str] | None = None) -> int:
         if key in rows:
             net = np.array([v[0] for v in rows[key]])
             lines.append(
-                f"{label} minus Richardson-Lucy: {np.mean(net - single):+.2f} dB PSNR against the "
-                f"best single iteration count ({best_n}), {np.mean(net - oracle):+.2f} dB against "
-                "the per-image oracle."
+                f"{label} minus Richardson-Lucy: {_mean_se(net - single)} dB PSNR against the "
+                f"best single iteration count ({best_n}), {_mean_se(net - oracle)} dB against "
+                "the per-image oracle (mean +- standard error over the images)."
             )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write_docs:
         replace_section(SECTION, text)
     return 0
+
+
+def _mean_se(d: np.ndarray) -> str:
+    """Mean with its standard error, e.g. ``+3.10 +- 0.15``."""
+    se = d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else float("nan")
+    return f"{d.mean():+.2f} +- {se:.2f}"
 
 
 if __name__ == "__main__":

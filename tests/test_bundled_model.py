@@ -40,16 +40,20 @@ def test_default_model_restores_held_out_simulated_images(default_model):
     assert min(gains) > 1.0, gains
 
 
-def test_training_config_of_the_default_model_validates(default_model):
+def test_training_configs_of_the_default_model_validate_and_match_it(default_model):
     from pathlib import Path
 
-    from sharpscope.train import load_config
+    from sharpscope.train import _config_diff, load_config
 
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "widefield-2d.yaml")
-    assert cfg.name == default_model.header.name
-    assert cfg.model.arch == default_model.header.architecture
-    assert cfg.model.hparams["decimation"] == default_model.header.hparams["decimation"]
-    assert (cfg.tile_size, cfg.tile_overlap) == (
-        default_model.header.tile.size,
-        default_model.header.tile.overlap,
-    )
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    first = load_config(configs / "widefield-2d.yaml")
+    final = load_config(configs / "widefield-2d-finetune.yaml")
+    h = default_model.header
+    for cfg in (first, final):
+        assert cfg.name == h.name and cfg.model.arch == h.architecture
+        assert cfg.model.hparams["decimation"] == h.hparams["decimation"]
+        assert (cfg.tile_size, cfg.tile_overlap) == (h.tile.size, h.tile.overlap)
+    # the shipped weights come from the fine-tuning stage, started from the first stage's run
+    assert final.model.init == "runs/widefield-2d"  # where the README's first command writes
+    assert _config_diff(h.training, final.model_dump(mode="json")) == []
+    assert "fine-tuning runs/widefield-2d" in h.provenance
