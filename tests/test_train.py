@@ -262,7 +262,18 @@ def test_resume_after_kill_gives_identical_weights(pairs_npz, reference_run, tmp
         assert ka == kb and torch.equal(va, vb)
 
 
-def test_ctrl_c_saves_a_resumable_checkpoint(pairs_npz, reference_run, tmp_path):
+@pytest.fixture
+def default_sigint():
+    """SIGINT at Python's default handler, whatever the suite was started with.
+
+    A shell starts background jobs (``make test &``, ``nohup``) with SIGINT ignored.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(pairs_npz, reference_run, tmp_path, default_sigint):
     out = tmp_path / "ctrlc"
     cfg = _cfg(pairs_npz, out)
 
