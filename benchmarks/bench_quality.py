@@ -19,7 +19,6 @@ import numpy as np
 from _docs import replace_section
 
 from sharpscope.demo import RL_ITERATIONS, compare_methods
-from sharpscope.metrics import psnr, ssim
 from sharpscope.restore import load_model
 from sharpscope.simulate import simulate_dataset
 
@@ -44,15 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for i in range(args.n):
         scores = compare_methods(
-            data["low"][i], data["gt"][i], data["psfs"][i], model, keep_all=True
+            data["low"][i], data["gt"][i], data["psfs"][i], model, keep_all=True, tta=not args.no_tta
         )
         for name, s in scores.items():
             rows.setdefault(name, []).append((s.psnr, s.ssim))
-        if not args.no_tta:
-            gt = data["gt"][i]
-            rng = float(gt.max() - gt.min())
-            out = model.predict(data["low"][i], axes="YX", tta=True)
-            rows.setdefault("tta", []).append((psnr(out, gt, data_range=rng), ssim(out, gt, data_range=rng)))
     elapsed = time.perf_counter() - t0
 
     cmd = "python benchmarks/bench_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -79,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         f"richardson-lucy, {best_n} iterations (best single count)": per_count[best_n],
         "richardson-lucy, best count per image (oracle)": rows["richardson-lucy"],
         "sharpscope": rows["sharpscope"],
-        **({TTA_ROW: rows["tta"]} if "tta" in rows else {}),
+        **({TTA_ROW: rows["sharpscope tta"]} if "sharpscope tta" in rows else {}),
     }
     base = np.array([p for p, _ in rows["input"]])
     for name, vals in rows.items():

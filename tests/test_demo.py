@@ -36,3 +36,14 @@ def test_demo_command_writes_tiffs_and_panel(tmp_path, tiny_model_path, capsys):
         assert np.isfinite(img.data).all()
     with PILImage.open(out / "panel.png") as png:
         assert png.size[0] > 3 * png.size[1] / 2  # four panels side by side
+
+
+def test_compare_methods_scores_the_model_with_and_without_tta(tiny_model):
+    d = simulate_dataset("mrbcr-widefield", n=1, size=64, seed=321)
+    low, gt, psf = d["low"][0], d["gt"][0], d["psfs"][0]
+    plain = compare_methods(low, gt, psf, tiny_model, rl_iterations=(1,))
+    both = compare_methods(low, gt, psf, tiny_model, rl_iterations=(1,), tta=True)
+    assert "sharpscope tta" not in plain
+    np.testing.assert_array_equal(both["sharpscope"].image, plain["sharpscope"].image)
+    np.testing.assert_array_equal(both["sharpscope tta"].image, tiny_model.predict(low, axes="YX", tta=True))
+    assert not np.array_equal(both["sharpscope tta"].image, plain["sharpscope"].image)

@@ -357,6 +357,7 @@ def test_init_starts_from_another_models_weights(pairs_npz, reference_run, tmp_p
     assert not (tmp_path / "bad").exists()  # refused before anything is written
     with pytest.raises(ModelFormatError):
         train(_cfg(pairs_npz, tmp_path / "missing", **{"model.init": str(tmp_path / "nope")}), progress=False)
+    assert not (tmp_path / "missing").exists()
 
 
 def test_best_checkpoint_survives_when_validation_gets_worse(pairs_npz, tmp_path, monkeypatch):

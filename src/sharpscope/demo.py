@@ -36,6 +36,7 @@ def compare_methods(
     model=None,
     rl_iterations: tuple[int, ...] = RL_ITERATIONS,
     keep_all: bool = False,
+    tta: bool = False,
 ) -> dict[str, Scored]:
     """Score the degraded input, Richardson-Lucy and the network against ``gt``.
 
@@ -52,12 +53,14 @@ def compare_methods(
         per image, which favours Richardson-Lucy).
     keep_all : bool
         Also return every iteration count's result, as ``"richardson-lucy N"``.
+    tta : bool
+        Also score the network with test-time augmentation, as ``"sharpscope tta"``.
 
     Returns
     -------
     dict
         ``{"input": Scored, "richardson-lucy": Scored, "sharpscope": Scored}`` (plus the
-        per-iteration entries with ``keep_all``).
+        per-iteration entries with ``keep_all`` and ``"sharpscope tta"`` with ``tta``).
     """
     from sharpscope.deconv import deconvolve
     from sharpscope.metrics import psnr, ssim
@@ -77,6 +80,8 @@ def compare_methods(
         out.update({f"richardson-lucy {n}": s for n, s in runs.items()})
     if model is not None:
         out["sharpscope"] = score(model.predict(low, axes="YX"))
+        if tta:
+            out["sharpscope tta"] = score(model.predict(low, axes="YX", tta=True))
     return out
 
 
