@@ -145,3 +145,37 @@ def test_errors():
         salt_and_pepper(x, 1.5)
     with pytest.raises(InputError):
         as_generator("seed")
+
+
+def test_camera_photon_statistics_offset_and_adc():
+    from sharpscope.physics.noise import camera
+
+    x = np.full((256, 256), 0.5, np.float32)
+    for photons, read in ((10, 0.0), (100, 2.0), (1000, 3.0)):
+        y = camera(x, photons=photons, read_noise=read, offset=100, bits=16, generator=1)
+        assert y.dtype == np.float32 and y.shape == x.shape
+        assert abs(float(y.mean()) - 0.5) < 4 * np.sqrt(0.5 / photons / x.size) + 1e-3
+        # variance = mean / photons (shot) + (read / photons)^2 (+ 1/12 ADU^2 of quantisation)
+        expected = 0.5 / photons + (read / photons) ** 2 + (1 / photons) ** 2 / 12
+        assert float(y.var()) == pytest.approx(expected, rel=0.05)
+    # the ADC: values are integers in ADU, clipped at 0 (no offset) and at 2**bits - 1
+    dark = camera(np.zeros((64, 64)), photons=50, read_noise=3, conversion=2, bits=12, generator=2)
+    adu = dark * 50 / 2
+    np.testing.assert_allclose(adu, np.round(adu), atol=1e-4)
+    assert adu.min() == 0 and (adu == 0).mean() > 0.3  # read noise below 0 clips without offset
+    bright = camera(np.ones((8, 8)), photons=1e4, conversion=1, bits=12, generator=3)
+    assert float(bright.max()) == pytest.approx(4095 / 1e4, rel=1e-5)
+
+
+def test_camera_hot_pixels_and_reproducible():
+    from sharpscope.physics.noise import camera
+
+    x = np.full((200, 200), 0.2, np.float32)
+    y = camera(x, photons=1000, hot_pixels=1e-3, generator=4)
+    hot = y > 0.2 + 0.5 * 0.2 * 0.9
+    assert 10 <= int(hot.sum()) <= 80  # ~40 expected
+    np.testing.assert_array_equal(y, camera(x, photons=1000, hot_pixels=1e-3, generator=4))
+    with pytest.raises(InputError):
+        camera(x, photons=0)
+    with pytest.raises(InputError):
+        camera(x, photons=10, hot_pixels=1.5)

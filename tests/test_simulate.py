@@ -14,6 +14,8 @@ from torch.utils.data import DataLoader
 from sharpscope.errors import ConfigError
 from sharpscope.simulate import (
     PRESETS,
+    CameraNoise,
+    MicroscopePreset,
     NoiseModel,
     OpticsPreset,
     Preset,
@@ -48,7 +50,9 @@ def _gen(i=0):
 
 
 def test_presets_are_typed_and_named():
-    assert set(PRESETS) == {"mrbcr-widefield", "poster-zernike"}
+    assert set(PRESETS) == {"mrbcr-widefield", "poster-zernike", "fluorescence-broad"}
+    assert isinstance(PRESETS["fluorescence-broad"], MicroscopePreset)
+    json.dumps(PRESETS["fluorescence-broad"].to_dict())
     assert isinstance(PRESETS["mrbcr-widefield"], OpticsPreset)
     assert isinstance(PRESETS["poster-zernike"], ZernikePreset)
     assert get_preset("poster-zernike") is PRESETS["poster-zernike"]
@@ -280,3 +284,85 @@ def test_gaussian_target_kernel():
     var = float((k.numpy() * yy**2).sum())
     assert var == pytest.approx(0.36 + 1 / 12, rel=0.02)  # pixel-integrated Gaussian
     assert math.isclose(float(_gaussian_kernel([0.0]).max()), 1.0)
+
+
+def test_broad_preset_covers_the_documented_distribution():
+    from sharpscope.physics.psf import confocal_psf, widefield_psf
+
+    p = PRESETS["fluorescence-broad"]
+    rows = [p.draw_psf(_gen(i), 2, 1) for i in range(150)]
+    prm = [r[1] for r in rows]
+    fc = np.array([q["fc"] for q in prm])
+    # 0.5x to 2x Nyquist sampling (fc = 0.125 .. 0.5 cycles/pixel), both halves populated
+    assert fc.min() >= 0.125 - 1e-9 and fc.max() <= 0.5 + 1e-9
+    assert (fc < 0.2).mean() > 0.2 and (fc > 0.3).mean() > 0.2
+    assert {q["refractive_index"] for q in prm} == {1.0, 1.33, 1.518}
+    assert all(q["na"] < q["refractive_index"] for q in prm)
+    assert {q["modality"] for q in prm} == {"widefield", "confocal"}
+    assert max(abs(q["defocus"]) for q in prm) > 0.15 and max(q["theta_max"] for q in prm) > 0.05
+    for psf, q, _ in rows[:3]:  # wired to the optics module with the recorded parameters
+        kw = {"refractive_index": q["refractive_index"]}
+        assert psf.shape == (33, 33) and float(psf.sum()) == pytest.approx(1, abs=1e-4)
+        z = torch.tensor([q["defocus"]])
+        if q["modality"] == "widefield":
+            ref = widefield_psf(q["na"], q["wavelength_em"], q["pixel_size"], **kw)
+        else:
+            ref = confocal_psf(
+                q["na"], q["wavelength_ex"], q["wavelength_em"], q["pixel_size"], q["pinhole"], **kw
+            )
+        # aberrated: not the in-focus PSF of the same optics unless every coefficient is ~0
+        assert float((psf - ref).abs().max()) > 0 or float(z.abs()) < 1e-3
+    noise = [p.noise.draw(_gen(500 + i)) for i in range(300)]
+    ph = np.array([n["photons"] for n in noise])
+    assert ph.min() >= 5 and ph.max() <= 1000 and ph.min() < 8 and ph.max() > 600
+    assert {n["bits"] for n in noise} == {12, 16}
+    assert 0.3 < np.mean([n["hot_pixels"] > 0 for n in noise]) < 0.7
+    for n in noise:  # the exposure never saturates the ADC
+        top = (n["peak"] + n["background"]) * n["photons"] / n["conversion"] + n["offset"]
+        assert top <= 0.8 * (2 ** n["bits"] - 1) + 1e-6
+        assert n["gain"] == pytest.approx(1 / n["photons"])
+
+
+def test_broad_pairs_kinds_haze_and_photometry():
+    ds = SimulatedPairs("fluorescence-broad", patch_size=64, seed=3)
+    samples = [ds.sample(i) for i in range(60)]
+    kinds = {s["params"]["kind"] for s in samples}
+    assert {"texture", "nuclei", "filaments"} <= kinds
+    hazy = [s for s in samples if s["params"]["haze"] > 0]
+    assert 10 <= len(hazy) <= 40
+    assert set(samples[0]["params"]) == set(samples[1]["params"])  # collatable
+    for s in samples:
+        low, gt = s["low"][0], s["gt"][0]
+        assert low.shape == gt.shape == (64, 64) and torch.isfinite(low).all()
+    # low and gt share the photometric scale: their means agree on bright, clean samples
+    bright = [s for s in samples if s["params"]["photons"] > 200 and s["params"]["hot_pixels"] == 0]
+    assert bright
+    for s in bright:
+        assert float(s["low"].mean()) == pytest.approx(float(s["gt"].mean()), abs=0.06)
+    np.testing.assert_array_equal(ds.sample(7)["low"], samples[7]["low"])
+    with pytest.raises(ConfigError, match="2-D only"):
+        SimulatedPairs("fluorescence-broad", patch_size=16, ndim=3).sample(0)
+    with pytest.raises(ConfigError):
+        CameraNoise(photons=(0, 10))
+    with pytest.raises(ConfigError):
+        MicroscopePreset(sampling=(0.5, 3.0))
+    with pytest.raises(ConfigError):
+        MicroscopePreset(immersions=((1.0, 0.5, 1.1, 1.0),))
+
+
+def test_haze_layer_is_in_both_low_and_gt():
+    clear = dataclasses.replace(
+        PRESETS["fluorescence-broad"], haze=(0.0, 0.0), name="clear"
+    )
+    hazy = dataclasses.replace(
+        PRESETS["fluorescence-broad"], haze_probability=1.0, haze=(0.5, 0.5), name="hazy"
+    )
+    for i in range(5):
+        a = SimulatedPairs(clear, 64, seed=1).sample(i)
+        b = SimulatedPairs(hazy, 64, seed=1).sample(i)
+        assert b["params"]["haze"] == 0.5 and a["params"]["haze"] == 0.0
+        # same specimen and optics; the layer adds smooth signal to both images equally
+        assert a["params"]["kind"] == b["params"]["kind"] and a["params"]["na"] == b["params"]["na"]
+        lo_raw = b["low"][0] * (b["params"]["norm_hi"] - b["params"]["norm_lo"])
+        gt_raw = b["gt"][0] * (b["params"]["norm_hi"] - b["params"]["norm_lo"])
+        assert float(lo_raw.mean()) == pytest.approx(float(gt_raw.mean()), rel=0.1, abs=0.02)

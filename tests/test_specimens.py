@@ -19,8 +19,10 @@ from sharpscope.physics.specimens import (
     render_specimen,
 )
 
+PROCEDURAL = [k for k in KINDS if k != "texture"]
 
-@pytest.mark.parametrize("kind", KINDS)
+
+@pytest.mark.parametrize("kind", PROCEDURAL)
 @pytest.mark.parametrize("shape", [(48, 40), (8, 32, 36)])
 def test_shape_range_determinism(kind, shape):
     a = make_specimen(kind, shape, generator=3, voxel_aspect=2.0 if len(shape) == 3 else 1.0)
@@ -32,7 +34,7 @@ def test_shape_range_determinism(kind, shape):
     assert not np.array_equal(a, c)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", PROCEDURAL)
 def test_density_increases_foreground(kind):
     def fg(density):
         return np.mean(
@@ -173,3 +175,29 @@ def test_errors():
         make_specimen("nuclei", (16, 16), 0, density=-1)
     with pytest.raises(InputError):
         make_specimen("filaments", (4, 16, 16), 0, voxel_aspect=0)
+
+
+def test_texture_is_a_transformed_natural_image():
+    from sharpscope.physics.specimens import TEXTURE_IMAGES, _texture_bank, texture
+
+    bank = _texture_bank()
+    assert len(bank) == len(TEXTURE_IMAGES) >= 10
+    assert all(b.ndim == 2 and float(b.min()) == 0 and float(b.max()) == 1 for b in bank)
+    a = make_specimen("texture", (48, 40), 3)
+    np.testing.assert_array_equal(a, make_specimen("texture", (48, 40), 3))
+    assert a.shape == (48, 40) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    xs = [texture((64, 64), s).numpy() for s in range(40)]
+    # varied: different images, zooms, gammas; some fields are sparse (mostly exactly 0)
+    assert len({round(float(x.mean()), 3) for x in xs}) > 30
+    sparse = [float((x == 0).mean()) for x in xs]
+    assert 5 <= sum(f > 0.4 for f in sparse) <= 30
+    # multi-scale texture: far more high-frequency energy than a procedural nucleus field
+    def hf(x):
+        f = np.abs(np.fft.fft2(x - x.mean())) ** 2
+        fy = np.fft.fftfreq(x.shape[0])[:, None]
+        fx = np.fft.fftfreq(x.shape[1])[None, :]
+        return f[np.hypot(fy, fx) > 0.25].sum() / max(f.sum(), 1e-12)
+    nuclei = [make_specimen("nuclei", (64, 64), s) for s in range(40)]
+    assert np.median([hf(x) for x in xs]) > 3 * np.median([hf(x) for x in nuclei])
+    with pytest.raises(InputError, match="2-D only"):
+        texture((4, 16, 16), 0)

@@ -78,6 +78,8 @@ from sharpscope.physics.noise import sensor
 
 __all__ = [
     "PRESETS",
+    "CameraNoise",
+    "MicroscopePreset",
     "NoiseModel",
     "OpticsPreset",
     "Preset",
@@ -185,6 +187,113 @@ class NoiseModel:
             "salt_pepper": 0.0 if self.salt_pepper is None else float(self.salt_pepper),
         }
 
+    def apply(self, clean: torch.Tensor, d: dict[str, Any], g: torch.Generator) -> torch.Tensor:
+        """Degrade ``clean`` with the drawn parameters ``d`` (:func:`~sharpscope.physics.noise.sensor`)."""
+        return sensor(
+            clean,
+            background=d["background"],
+            gain=d["gain"],
+            sigma=d["sigma"],
+            bits=d["bits"] or None,
+            salt_pepper=d["salt_pepper"] or None,
+            generator=g,
+        )
+
+
+@dataclass(frozen=True)
+class CameraNoise:
+    """Ranges of a scientific camera's parameters (see :func:`sharpscope.physics.noise.camera`).
+
+    Intensities are in units where the clean blurred image peaks at ``peak``.
+
+    Attributes
+    ----------
+    photons : (float, float)
+        Log-uniform range of the photo-electrons per unit intensity.
+    read_noise : (float, float)
+        Range of the read noise in electrons.
+    conversion : (float, float)
+        Log-uniform range of the electrons per ADU (raised per sample where needed so
+        that the brightest pixel does not saturate the ADC).
+    offset : (float, float)
+        Range of the camera offset in ADU.
+    bits : tuple of int
+        ADC depths drawn with equal odds.
+    hot_probability : float
+        Probability that an image has hot pixels at all.
+    hot_pixels : (float, float)
+        Log-uniform range of the fraction of hot pixels in such an image.
+    background : (float, float)
+        Range of the constant background (autofluorescence, stray light) in
+        intensity units, added before photon counting.
+    peak : (float, float)
+        Range of the maximum of the clean blurred image (the exposure).
+    """
+
+    photons: Range = (5.0, 1000.0)
+    read_noise: Range = (0.7, 3.0)
+    conversion: Range = (0.3, 3.0)
+    offset: Range = (0.0, 400.0)
+    bits: tuple[int, ...] = (12, 16)
+    hot_probability: float = 0.5
+    hot_pixels: Range = (1e-5, 1e-4)
+    background: Range = (0.0, 0.3)
+    peak: Range = (0.3, 1.0)
+
+    def __post_init__(self) -> None:
+        _check_range("photons", self.photons, positive=True)
+        _check_range("read_noise", self.read_noise)
+        _check_range("conversion", self.conversion, positive=True)
+        _check_range("offset", self.offset)
+        _check_range("hot_pixels", self.hot_pixels, positive=True)
+        _check_range("background", self.background)
+        _check_range("peak", self.peak, positive=True)
+        if not self.bits or any(int(b) < 8 or int(b) > 32 for b in self.bits):
+            raise ConfigError("bits must be a non-empty tuple of ADC depths in [8, 32]")
+        if not 0 <= self.hot_probability <= 1:
+            raise ConfigError("hot_probability must be in [0, 1]")
+
+    def draw(self, g: torch.Generator) -> dict[str, Any]:
+        photons = _logu(g, self.photons)
+        read = _u(g, self.read_noise)
+        offset = _u(g, self.offset)
+        bits = int(self.bits[int(torch.randint(len(self.bits), (), generator=g))])
+        background = _u(g, self.background)
+        peak = _u(g, self.peak)
+        # a sensible exposure: the brightest pixel stays below 80 % of the ADC's range
+        need = (peak + background) * photons / (0.8 * (2**bits - 1) - offset)
+        conversion = _logu(g, (max(self.conversion[0], need), max(self.conversion[1], need)))
+        hot = float(torch.rand((), generator=g, dtype=torch.float64)) < self.hot_probability
+        hot_fraction = _logu(g, self.hot_pixels)
+        return {
+            "photons": photons,
+            "read_noise": read,
+            "conversion": conversion,
+            "offset": offset,
+            "bits": bits,
+            "hot_pixels": hot_fraction if hot else 0.0,
+            "background": background,
+            "peak": peak,
+            # the equivalent Poisson-Gaussian parameters on the intensity scale
+            "gain": 1.0 / photons,
+            "sigma": read / photons,
+        }
+
+    def apply(self, clean: torch.Tensor, d: dict[str, Any], g: torch.Generator) -> torch.Tensor:
+        """Degrade ``clean`` with the drawn parameters ``d``."""
+        from sharpscope.physics.noise import camera
+
+        return camera(
+            clean + d["background"],
+            photons=d["photons"],
+            read_noise=d["read_noise"],
+            conversion=d["conversion"],
+            offset=d["offset"],
+            bits=d["bits"],
+            hot_pixels=d["hot_pixels"],
+            generator=g,
+        )
+
 
 _DEFAULT_KINDS = (
     ("mixed", 0.4),
@@ -252,19 +361,34 @@ class Preset:
         alike); None keeps the raw scale (clean image peaking at ``peak``).
     depth : int
         Number of slices of a 3-D patch when the patch size is a single int.
+    haze_probability : float
+        Probability of an out-of-focus layer: a second specimen, blurred by a wide
+        Gaussian (sigma drawn from ``haze_sigma`` px) and scaled to a fraction
+        ``haze`` of the in-focus image's peak, added to both ``low`` (before the
+        noise) and ``gt``: structure from other planes that a 2-D restoration must
+        keep as it is, not sharpen nor remove.
+    haze, haze_sigma : (float, float)
+        Ranges of the layer's relative brightness and blur.
     """
 
     name: str = "custom"
     description: str = ""
     specimen: SpecimenModel = field(default_factory=SpecimenModel)
-    noise: NoiseModel = field(default_factory=NoiseModel)
+    noise: NoiseModel | CameraNoise = field(default_factory=NoiseModel)
     psf_size: int = 33
     target_sigma: float = 0.6
     target_sigma_z: float = 0.6
     normalize: Range | None = (1.0, 99.8)
     depth: int = 16
+    haze_probability: float = 0.0
+    haze: Range = (0.0, 0.0)
+    haze_sigma: Range = (4.0, 16.0)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.haze_probability <= 1:
+            raise ConfigError("haze_probability must be in [0, 1]")
+        _check_range("haze", self.haze)
+        _check_range("haze_sigma", self.haze_sigma, positive=True)
         if int(self.psf_size) < 3 or int(self.psf_size) % 2 == 0:
             raise ConfigError(f"psf_size must be odd and >= 3, got {self.psf_size}")
         if self.target_sigma < 0 or self.target_sigma_z < 0:
@@ -451,6 +575,111 @@ class ZernikePreset(Preset):
         return psf, params, z_step / pixel
 
 
+_IMMERSIONS = (
+    # (refractive index, NA low, NA high, probability): air, water, oil objectives
+    (1.0, 0.25, 0.95, 0.25),
+    (1.33, 0.8, 1.2, 0.35),
+    (1.518, 1.1, 1.45, 0.4),
+)
+
+
+@dataclass(frozen=True)
+class MicroscopePreset(Preset):
+    """Preset covering what fluorescence microscopes produce (2-D only).
+
+    Attributes
+    ----------
+    immersions : tuple of (n, na_low, na_high, probability)
+        Objective families: immersion refractive index and its NA range.
+    wavelength_em : (float, float)
+        Emission wavelength range in nm.
+    stokes : (float, float)
+        Range of the Stokes shift in nm (excitation = emission - shift).
+    confocal_probability : float
+        Probability of a confocal PSF (else widefield).
+    pinhole_au : (float, float)
+        Confocal pinhole diameter range in Airy units (``1 AU = 1.22 lambda_em / NA``).
+    sampling : (float, float)
+        Log-uniform range of the sampling factor ``s``: ``pixel = s * emission / (4 NA)``
+        (``s = 1`` Nyquist, 0.5 twice oversampled, 2 twice undersampled).
+    defocus : (float, float)
+        Range of the defocus (Noll 4) in waves RMS.
+    theta_max : (float, float)
+        Range of the per-sample bound of the other aberrations (Noll 5-11, each
+        ``U[-theta_max, theta_max]`` waves RMS): mild astigmatism, coma, trefoil, spherical.
+    """
+
+    immersions: tuple[tuple[float, float, float, float], ...] = _IMMERSIONS
+    wavelength_em: Range = (450.0, 680.0)
+    stokes: Range = (15.0, 80.0)
+    confocal_probability: float = 0.35
+    pinhole_au: Range = (0.5, 1.5)
+    sampling: Range = (0.5, 2.0)
+    defocus: Range = (-0.25, 0.25)
+    theta_max: Range = (0.0, 0.08)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.immersions:
+            raise ConfigError("at least one immersion is needed")
+        for n, lo, hi, w in self.immersions:
+            if not 0 < lo <= hi < n or w < 0:
+                raise ConfigError(f"bad immersion {(n, lo, hi, w)}: need 0 < NA <= NA_max < n")
+        _check_range("wavelength_em", self.wavelength_em, positive=True)
+        _check_range("stokes", self.stokes)
+        _check_range("pinhole_au", self.pinhole_au)
+        _check_range("sampling", self.sampling, positive=True)
+        _check_range("defocus", self.defocus)
+        _check_range("theta_max", self.theta_max)
+        if self.sampling[1] > 2.0:
+            raise ConfigError("sampling above 2 (fc > 0.5 cycles/pixel) is not supported")
+        if not 0 <= self.confocal_probability <= 1:
+            raise ConfigError("confocal_probability must be in [0, 1]")
+
+    def draw_psf(self, g, ndim, depth):
+        from sharpscope.physics.psf import confocal_psf, widefield_psf
+
+        if ndim != 2:
+            raise ConfigError(f"preset {self.name!r} is 2-D only")
+        weights = torch.tensor([w for *_, w in self.immersions], dtype=torch.float64)
+        i = int(torch.multinomial(weights / weights.sum(), 1, generator=g))
+        n, na_lo, na_hi, _ = self.immersions[i]
+        na = _u(g, (na_lo, na_hi))
+        em = _u(g, self.wavelength_em)
+        ex = em - _u(g, self.stokes)
+        s = _logu(g, self.sampling)
+        pixel = s * em / (4.0 * na) / 1000.0  # um
+        confocal = (
+            float(torch.rand((), generator=g, dtype=torch.float64)) < self.confocal_probability
+        )
+        if confocal:  # the excitation PSF must stay resolvable on the grid (fc_ex <= 0.5)
+            pixel = min(pixel, 0.499 * ex / na / 1000.0)
+        pinhole = _u(g, self.pinhole_au) * 1.22 * em / na / 1000.0
+        defocus = _u(g, self.defocus)
+        tmax = _u(g, self.theta_max)
+        others = (2 * torch.rand(7, generator=g, dtype=torch.float64) - 1) * tmax
+        zernike = torch.cat([torch.tensor([defocus], dtype=torch.float64), others]).float()
+        kw: dict[str, Any] = {"refractive_index": n, "size": int(self.psf_size), "zernike": zernike}
+        if confocal:
+            psf = confocal_psf(na, ex, em, pixel, pinhole, **kw)
+        else:
+            psf = widefield_psf(na, em, pixel, **kw)
+        params = {
+            "modality": "confocal" if confocal else "widefield",
+            "na": na,
+            "wavelength_ex": ex,
+            "wavelength_em": em,
+            "refractive_index": n,
+            "pinhole": pinhole if confocal else 0.0,
+            "pixel_size": pixel,
+            "z_step": 0.0,
+            "fc": na * pixel * 1000.0 / em,
+            "defocus": defocus,
+            "theta_max": tmax,
+        }
+        return psf, params, 1.0
+
+
 PRESETS: dict[str, Preset] = {
     "mrbcr-widefield": OpticsPreset(
         name="mrbcr-widefield",
@@ -469,6 +698,31 @@ PRESETS: dict[str, Preset] = {
         noise=NoiseModel(
             gain=(0.002, 0.05), gain_log=True, sigma=(0.001, 0.03), bits=16, salt_pepper=1e-5
         ),
+    ),
+    "fluorescence-broad": MicroscopePreset(
+        name="fluorescence-broad",
+        description=(
+            "what microscopes produce (2-D): air/water/oil objectives NA 0.25-1.45, emission "
+            "450-680 nm, widefield or confocal (0.5-1.5 AU), 0.5-2x Nyquist sampling, mild "
+            "defocus and aberrations, out-of-focus haze, camera noise 5-1000 photons per unit "
+            "intensity with read noise, offset, 12/16-bit ADC and hot pixels; procedural "
+            "specimens and natural-image textures"
+        ),
+        specimen=SpecimenModel(
+            kinds=(
+                ("mixed", 0.15),
+                ("filaments", 0.12),
+                ("nuclei", 0.18),
+                ("membranes", 0.08),
+                ("puncta", 0.12),
+                ("texture", 0.35),
+            ),
+            density=(0.3, 3.0),
+        ),
+        noise=CameraNoise(),
+        haze_probability=0.4,
+        haze=(0.05, 0.6),
+        haze_sigma=(4.0, 16.0),
     ),
 }
 
@@ -520,6 +774,26 @@ def _gaussian_kernel(sigmas: Sequence[float]) -> torch.Tensor:
         k = k / k.sum()
         out = out[..., None] * k
     return out.to(torch.float32)
+
+
+def _haze_layer(
+    p: Preset, canvas: tuple[int, ...], g: torch.Generator, top: float, ndim: int
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The out-of-focus layer of ``p`` (zero when not drawn) and its parameters."""
+    on = float(torch.rand((), generator=g, dtype=torch.float64)) < p.haze_probability
+    frac, sigma = _u(g, p.haze), _u(g, p.haze_sigma)
+    if not on or frac <= 0 or top <= 0:
+        return torch.zeros(canvas), {"haze": 0.0, "haze_sigma": 0.0}
+    kind, density = p.specimen.draw(g)
+    y = specimens.render_specimen(kind, canvas, g, density=density)
+    kernel = _gaussian_kernel([sigma] * ndim)
+    if any(k > c for k, c in zip(kernel.shape, canvas, strict=True)):
+        kernel = _gaussian_kernel([min(c // 8, sigma) for c in canvas])
+    y = Convolution(kernel, "circular").forward(y)
+    m = float(y.max())
+    if m <= 1e-12:
+        return torch.zeros(canvas), {"haze": 0.0, "haze_sigma": 0.0}
+    return y * (frac * top / m), {"haze": frac, "haze_sigma": sigma}
 
 
 def _user_crop(
@@ -613,19 +887,17 @@ def simulate_pair(
     # circular convolution on the padded canvas: the wrap-around stays in the margins
     blurred = Convolution(psf, "circular").forward(x)
     target = Convolution(target_psf, "circular").forward(x)
+    if p.haze_probability > 0:
+        # its own stream (derived from the noise seed), so presets without haze are unchanged
+        g_haze = torch.Generator().manual_seed(g_noise.initial_seed() ^ 0x5DEECE66D)
+        layer, haze_params = _haze_layer(p, canvas, g_haze, float(blurred.max()), ndim)
+        blurred, target = blurred + layer, target + layer
+        params.update(haze_params)
     crop = tuple(slice(m, m + s) for s, m in zip(shape, margins, strict=True))
     blurred, target = blurred[crop], target[crop]
     top = float(blurred.max())
     k = noise["peak"] / top if top > 1e-12 else 1.0
-    low = sensor(
-        blurred * k,
-        background=noise["background"],
-        gain=noise["gain"],
-        sigma=noise["sigma"],
-        bits=noise["bits"] or None,
-        salt_pepper=noise["salt_pepper"] or None,
-        generator=g_noise,
-    )
+    low = p.noise.apply(blurred * k, noise, g_noise)
     gt = target * k + noise["background"]
     lo, hi = 0.0, 1.0
     if p.normalize is not None:

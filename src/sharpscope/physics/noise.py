@@ -39,6 +39,7 @@ from sharpscope.errors import InputError
 
 __all__ = [
     "as_generator",
+    "camera",
     "gaussian",
     "poisson",
     "quantize",
@@ -270,3 +271,84 @@ def sensor(
     t = quantize(t, bits, value_range)
     t = salt_and_pepper(t, salt_pepper, gen, value_range)
     return _back(t, was_np)
+
+
+def camera(
+    x: np.ndarray | torch.Tensor,
+    *,
+    photons: float,
+    read_noise: float = 0.0,
+    conversion: float = 1.0,
+    offset: float = 0.0,
+    bits: int | None = None,
+    hot_pixels: float = 0.0,
+    hot_level: tuple[float, float] = (0.5, 3.0),
+    generator: SeedLike = None,
+) -> np.ndarray | torch.Tensor:
+    """A scientific camera: photon counting, read noise, ADC with offset, hot pixels.
+
+    ``x`` (intensity units, non-negative) becomes ``photons * x`` expected
+    photo-electrons; the recorded value in ADU is::
+
+        adu = clip(round((Poisson(photons * x) + N(0, read_noise^2)) / conversion + offset),
+                   0, 2**bits - 1)
+
+    and the result is returned on the input's scale,
+    ``(adu - offset) * conversion / photons``, so that its mean stays ``x``
+    (up to quantisation and clipping).  A fraction ``hot_pixels`` of the
+    pixels (hot or stuck) is raised by ``U(hot_level) * max(x)``.
+
+    Parameters
+    ----------
+    x : numpy.ndarray or torch.Tensor
+        Noise-free image (any shape).
+    photons : float
+        Photo-electrons per unit intensity (e.g. 5 - 1000).
+    read_noise : float
+        Read-noise standard deviation in electrons.
+    conversion : float
+        Electrons per ADU (the camera's gain).
+    offset : float
+        Camera offset in ADU (keeps read noise from clipping at 0).
+    bits : int, optional
+        ADC depth; None does not quantise nor clip.
+    hot_pixels : float
+        Probability of a pixel being hot.
+    hot_level : (float, float)
+        Range of the hot pixels' excess, in units of ``max(x)``.
+    generator : int, numpy.random.Generator or torch.Generator, optional
+        Source of randomness.
+
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor
+        Same shape and kind as ``x``, float32 for numpy input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sharpscope.physics.noise import camera
+    >>> y = camera(np.full((64, 64), 0.5), photons=100, read_noise=2, offset=100, bits=12,
+    ...            generator=0)
+    >>> bool(abs(y.mean() - 0.5) < 0.01), bool(abs(y.var() - 0.5 / 100) < 0.001)
+    (True, True)
+    """
+    t, was_np = _to_tensor(x)
+    if not photons > 0 or not conversion > 0:
+        raise InputError("photons and conversion must be positive")
+    if read_noise < 0 or offset < 0 or not 0 <= hot_pixels < 1:
+        raise InputError("read_noise and offset must be >= 0 and hot_pixels in [0, 1)")
+    gen = as_generator(generator)
+    e = torch.poisson((t.clamp(min=0) * photons).to(torch.float64), generator=gen)
+    if read_noise > 0:
+        e = e + read_noise * torch.randn(e.shape, generator=gen, dtype=torch.float64)
+    adu = e / conversion + offset
+    if bits is not None:
+        adu = adu.round().clamp(0, 2 ** int(bits) - 1)
+    out = (adu - offset) * (conversion / photons)
+    if hot_pixels > 0:
+        hot = torch.rand(t.shape, generator=gen, dtype=torch.float64) < hot_pixels
+        lo, hi = hot_level
+        level = lo + (hi - lo) * torch.rand(t.shape, generator=gen, dtype=torch.float64)
+        out = out + hot * level * float(t.max())
+    return _back(out.to(t.dtype), was_np)

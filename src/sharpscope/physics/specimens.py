@@ -26,6 +26,12 @@ Kinds
     and a few bright nucleoli.
 ``'mixed'``
     A cell-like combination of all of the above at reduced densities.
+``'texture'`` (2-D only)
+    A crop of one of the natural images that ship inside scikit-image
+    (:data:`TEXTURE_IMAGES`: photographs, micrographs, textures, text),
+    randomly zoomed (0.5-1.5x, anti-aliased), mirrored and transposed, raised
+    to a random gamma, sometimes inverted and sometimes thresholded into a
+    sparse field: the multi-scale texture that procedural scenes lack.
 
 ``density`` multiplies the number of objects; at ``density=1`` the counts
 are given per 128 x 128 field (2-D) or per 32 x 128 x 128 volume (3-D) and
@@ -43,6 +49,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -55,6 +62,8 @@ from sharpscope.physics.noise import SeedLike, as_generator
 
 __all__ = [
     "KINDS",
+    "TEXTURE_IMAGES",
+    "texture",
     "filaments",
     "from_image",
     "make_specimen",
@@ -65,7 +74,14 @@ __all__ = [
     "render_specimen",
 ]
 
-KINDS = ("filaments", "puncta", "membranes", "nuclei", "mixed")
+KINDS = ("filaments", "puncta", "membranes", "nuclei", "mixed", "texture")
+# scikit-image sample images that ship inside its wheel (no download); RGB ones are
+# converted to luminance.  Evaluation images (sdeconv, stardist) are never among them.
+TEXTURE_IMAGES = (
+    "astronaut", "brick", "camera", "cell", "chelsea", "coffee", "coins", "grass", "gravel",
+    "horse", "hubble_deep_field", "immunohistochemistry", "microaneurysms", "moon", "page",
+    "retina", "rocket", "text",
+)
 FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 _SQRT2 = math.sqrt(2.0)
 _DTYPE = torch.float32
@@ -658,12 +674,93 @@ def mixed(
     return _finish(x, background)
 
 
+@functools.lru_cache(maxsize=1)
+def _texture_bank() -> tuple[torch.Tensor, ...]:
+    """The :data:`TEXTURE_IMAGES` as float32 tensors in [0, 1] (loaded once per process)."""
+    try:
+        import skimage.data as skdata
+    except ImportError as exc:  # pragma: no cover - scikit-image is a dependency
+        raise InputError("the 'texture' specimen needs scikit-image") from exc
+    bank = []
+    for name in TEXTURE_IMAGES:
+        img = np.asarray(getattr(skdata, name)(), dtype=np.float64)
+        if img.ndim == 3:  # RGB(A) -> luminance
+            img = img[..., :3] @ np.array([0.2125, 0.7154, 0.0721])
+        lo, hi = float(img.min()), float(img.max())
+        bank.append(torch.from_numpy(((img - lo) / max(hi - lo, 1e-12)).astype(np.float32)))
+    return tuple(bank)
+
+
+def texture(
+    shape: tuple[int, ...],
+    generator: SeedLike = None,
+    *,
+    density: float = 1.0,
+    brightness: tuple[float, float] = (0.6, 1.0),
+    voxel_aspect: float = 1.0,
+    background: float = 0.0,
+    zoom: tuple[float, float] = (0.5, 1.5),
+    gamma: tuple[float, float] = (0.5, 3.0),
+    invert_probability: float = 0.3,
+    sparse_probability: float = 0.4,
+) -> torch.Tensor:
+    """A natural-image texture (see the module notes), 2-D only.
+
+    ``density`` raises the sparsity threshold's complement: at higher density
+    a thresholded field keeps more of the image.  ``zoom`` and ``gamma`` are
+    log-uniform ranges; ``brightness`` the range of the peak.
+
+    Examples
+    --------
+    >>> from sharpscope.physics.specimens import texture
+    >>> x = texture((48, 40), 0)
+    >>> tuple(x.shape), bool(x.min() >= 0 and x.max() <= 1)
+    ((48, 40), True)
+    """
+    shape = _check_shape(shape)
+    if len(shape) != 2:
+        raise InputError("the 'texture' specimen is 2-D only")
+    del voxel_aspect
+    g = as_generator(generator)
+    bank = _texture_bank()
+    img = bank[int(torch.randint(len(bank), (), generator=g))]
+    u = torch.rand(8, generator=g, dtype=torch.float64).tolist()
+
+    def logu(r: tuple[float, float], v: float) -> float:
+        return math.exp(math.log(r[0]) + v * (math.log(r[1]) - math.log(r[0])))
+
+    z = logu(zoom, u[0])
+    # crop a window that becomes `shape` after zooming by z (at least 4 source pixels)
+    src = [max(4, min(n, int(math.ceil(s / z)))) for s, n in zip(shape, img.shape, strict=True)]
+    o = [int(v * (n - s + 1)) for v, n, s in zip(u[1:3], img.shape, src, strict=True)]
+    crop = img[o[0] : o[0] + src[0], o[1] : o[1] + src[1]]
+    x = torch.nn.functional.interpolate(
+        crop[None, None], size=shape, mode="bilinear", antialias=True, align_corners=False
+    )[0, 0]
+    if u[3] < 0.5:
+        x = x.flip(0)
+    if u[4] < 0.5:
+        x = x.flip(1)
+    x = x.clamp(0, 1)
+    if u[5] < invert_probability:
+        x = 1 - x
+    x = x ** logu(gamma, u[6])
+    if u[7] < sparse_probability:
+        # keep only the brightest part: a sparse field of bright structures on black
+        t = float(torch.quantile(x.flatten(), 1.0 - min(0.9, 0.3 * float(density))))
+        x = (x - t).clamp(min=0)
+    peak = float(_uniform(1, brightness, g))
+    x = x / x.max().clamp(min=1e-12) * peak
+    return _finish(x, background)
+
+
 _RENDERERS: dict[str, Callable[..., torch.Tensor]] = {
     "filaments": filaments,
     "puncta": puncta,
     "membranes": membranes,
     "nuclei": nuclei,
     "mixed": mixed,
+    "texture": texture,
 }
 
 
