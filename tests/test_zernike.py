@@ -134,9 +134,9 @@ def test_wavefront_map():
     w = wavefront([0.1, 0.0, 0.2], size=65)  # Z4 = 0.1, Z6 = 0.2
     assert np.isnan(w[0, 0]) and np.isnan(w[0, -1])
     assert w[32, 32] == pytest.approx(-0.1 * np.sqrt(3))
-    # rows are x: at (x=1, y=0) Z6 = +sqrt(6), at (x=0, y=1) it is -sqrt(6)
-    assert w[64, 32] == pytest.approx(0.1 * np.sqrt(3) + 0.2 * np.sqrt(6))
-    assert w[32, 64] == pytest.approx(0.1 * np.sqrt(3) - 0.2 * np.sqrt(6))
+    # columns are x: at (x=1, y=0) Z6 = +sqrt(6), at (x=0, y=1) it is -sqrt(6)
+    assert w[32, 64] == pytest.approx(0.1 * np.sqrt(3) + 0.2 * np.sqrt(6))
+    assert w[64, 32] == pytest.approx(0.1 * np.sqrt(3) - 0.2 * np.sqrt(6))
 
 
 def test_names_and_errors():

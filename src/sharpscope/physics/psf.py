@@ -9,8 +9,8 @@ with ``F[g](x) = sum_f g(f) exp(-2 pi i f . x)``, the pupil ``P`` the disc
 in waves (Noll-indexed, RMS-normalised Zernike polynomials, see
 :mod:`sharpscope.physics.zernike`) and, for 3-D stacks, the angular-spectrum
 defocus ``kz(f) = sqrt(kb^2 - |f|^2)`` with ``kb = n * pixel / wavelength``.  The
-first image axis (rows) is the pupil's ``x``, the second (columns) its ``y``; the
-PSF centre is the pixel ``size // 2``.  These are the conventions of deepinv's
+pupil's ``x`` runs along the image columns (``X``) and its ``y`` along the rows
+(``Y``); the PSF centre is the pixel ``size // 2``.  These are the conventions of deepinv's
 ``DiffractionBlurGenerator`` (same coefficients and ``fc`` give the same PSF).
 
 Implementation: the pupil is sampled on a grid of normalised coordinates
@@ -125,7 +125,8 @@ def _coefficients(zernike_coeffs: Any, dtype: torch.dtype) -> torch.Tensor:
 def _grid_np(samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Normalised pupil coordinates ``u`` (M,), radius, azimuth and rim weights (M, M)."""
     u = np.arange(-samples, samples + 1, dtype=np.float64) / samples
-    ux, uy = np.meshgrid(u, u, indexing="ij")
+    # deepinv's convention: pupil x along the image columns (X), y along the rows (Y)
+    ux, uy = np.meshgrid(u, u, indexing="xy")
     rho = np.hypot(ux, uy)
     angle = np.arctan2(uy, ux)
     # anti-aliased rim: a linear ramp one sample wide centred on rho = 1 (the fraction
@@ -258,7 +259,7 @@ def pupil_psf(
     radius ``fc`` cycles/pixel, cropped to ``size x size`` around the pixel
     ``size // 2`` and normalised to sum 1.  Same conventions as deepinv's
     ``DiffractionBlurGenerator`` (coefficients in waves RMS, Noll indices,
-    rows = ``x``); differentiable in ``theta`` (and in a tensor ``fc``).
+    ``x`` along the columns); differentiable in ``theta`` (and in a tensor ``fc``).
 
     Parameters
     ----------
@@ -785,8 +786,8 @@ def psf_figure(
         phase, cmap="RdBu_r", vmin=-lim, vmax=lim, extent=[-1, 1, 1, -1], origin="upper"
     )
     axes[col + 1].set_title("pupil phase (waves)")
-    axes[col + 1].set_xlabel("pupil y = f_X / fc (columns)")
-    axes[col + 1].set_ylabel("pupil x = f_Y / fc (rows)")
+    axes[col + 1].set_xlabel("pupil x = f_X / fc (columns)")
+    axes[col + 1].set_ylabel("pupil y = f_Y / fc (rows)")
     fig.colorbar(im, ax=axes[col + 1], shrink=0.8)
     if title:
         fig.suptitle(title)

@@ -11,9 +11,9 @@ Conventions (shared with :mod:`sharpscope.physics.psf` and with deepinv's
 * RMS (Noll) normalisation: the mean of ``Z_j**2`` over the unit disc is 1, i.e.
   ``Z_j = sqrt(n + 1) R_n^0`` for ``m = 0`` and ``sqrt(2 (n + 1)) R_n^|m| cos/sin``
   otherwise.  A coefficient of 1 therefore means one wave RMS of wavefront.
-* Cartesian form: ``x = rho cos(theta)`` is the first image axis (rows, ``Y`` in
-  an image's axes string) and ``y = rho sin(theta)`` the second (columns,
-  ``X``); see ``docs/physics.md``.
+* Cartesian form: ``x = rho cos(theta)`` runs along the image columns (``X`` in
+  an image's axes string) and ``y = rho sin(theta)`` along the rows (``Y``), as
+  in deepinv; see ``docs/physics.md``.
 
 Functions accept numpy arrays and torch tensors alike (the result has the type
 of ``rho``); nothing is masked outside the unit disc.
@@ -41,13 +41,13 @@ __all__ = [
 
 _NAMES = {
     1: "piston",
-    2: "tilt along x (rows)",
-    3: "tilt along y (columns)",
+    2: "tilt along x (columns)",
+    3: "tilt along y (rows)",
     4: "defocus",
     5: "oblique astigmatism",
     6: "straight astigmatism",
-    7: "coma along y (columns)",
-    8: "coma along x (rows)",
+    7: "coma along y (rows)",
+    8: "coma along x (columns)",
     9: "trefoil (sin)",
     10: "trefoil (cos)",
     11: "primary spherical",
@@ -209,7 +209,7 @@ def zernike(j: int, rho: Any, theta: Any) -> Any:
 
 
 def zernike_xy(j: int, x: Any, y: Any) -> Any:
-    """``Z_j`` at Cartesian pupil coordinates (``x`` along rows, ``y`` along columns).
+    """``Z_j`` at Cartesian pupil coordinates (``x`` along columns, ``y`` along rows).
 
     Examples
     --------
@@ -241,7 +241,8 @@ def wavefront(coefficients: Any, size: int = 129, noll_start: int = 4) -> np.nda
     Returns
     -------
     numpy.ndarray
-        float64 ``(size, size)``, rows along ``x``; ``NaN`` outside the unit disc.
+        float64 ``(size, size)``, columns along ``x`` and rows along ``y`` (the image's X
+        and Y, as the PSF); ``NaN`` outside the unit disc.
 
     Examples
     --------
@@ -251,7 +252,7 @@ def wavefront(coefficients: Any, size: int = 129, noll_start: int = 4) -> np.nda
     """
     coefficients = np.asarray(coefficients, dtype=float).ravel()
     grid = np.linspace(-1.0, 1.0, int(size))
-    x, y = np.meshgrid(grid, grid, indexing="ij")
+    x, y = np.meshgrid(grid, grid, indexing="xy")
     rho = np.hypot(x, y)
     angle = np.arctan2(y, x)
     out = np.zeros_like(rho)
