@@ -207,3 +207,93 @@ def test_bad_inputs_raise_one_line_errors():
         M.frc(np.zeros((2, 2, 2, 2)), np.zeros((2, 2, 2, 2)))
     with pytest.raises(InputError, match="empty"):
         M.entropy(np.zeros((0, 3)))
+
+
+# ---------------------------------------------------------------- faithfulness
+def test_intensity_bias_closed_forms():
+    gt = np.arange(101.0)  # P1 = 1, P50 = 50, mean = 50
+    b = M.intensity_bias(gt + 5.0, gt, 100.0)
+    assert (b.p1, b.p50, b.total) == pytest.approx((0.05, 0.05, 0.05))
+    b = M.intensity_bias(2.0 * gt, gt, 50.0)
+    assert (b.p1, b.p50, b.total) == pytest.approx((1.0 / 50, 50.0 / 50, 50.0 / 50))
+    assert b.max_abs == pytest.approx(1.0)
+    # the same image: no bias; a permutation keeps percentiles and total
+    assert M.intensity_bias(gt, gt, 1.0).max_abs == 0.0
+    assert M.intensity_bias(gt[::-1], gt, 1.0).max_abs == 0.0
+    # only the background raised: p1 moves, the median does not
+    pred = gt.copy()
+    pred[:2] = 3.0
+    b = M.intensity_bias(pred, gt, 10.0)
+    assert b.p1 == pytest.approx((3.0 - 1.0) / 10.0) and b.p50 == 0.0
+    assert b.total == pytest.approx((3.0 + 2.0) / 101 / 10.0)
+
+
+def test_intensity_bias_range_from_an_input_image():
+    inp = np.arange(1001.0) / 10.0  # P1 = 1.0, P99.8 = 99.8
+    gt = np.arange(101.0)
+    b = M.intensity_bias(gt + 0.988, gt, inp)
+    assert b.total == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), "wide", np.ones((4, 4))])
+def test_intensity_bias_rejects_bad_ranges(bad):
+    with pytest.raises(InputError):
+        M.intensity_bias(np.ones((4, 4)), np.ones((4, 4)), bad)
+    with pytest.raises(InputError):
+        M.intensity_bias(np.ones((4, 4)), np.ones((4, 5)), 1.0)
+
+
+def _cos(shape, ky, kx, amp=1.0):
+    y, x = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    return amp * np.cos(2 * np.pi * (ky * y / shape[0] + kx * x / shape[1]))
+
+
+@pytest.mark.parametrize("window", [True, False])
+def test_excess_power_closed_forms(window):
+    shape = (64, 64)
+    rng = np.random.default_rng(0)
+    gt = rng.random(shape)
+    # power scales with the square of the contrast; offsets are removed
+    assert M.excess_power(3.0 * gt - 7.0, gt, 0.25, window=window) == pytest.approx(9.0)
+    assert M.excess_power(gt, gt, 0.1, window=window) == pytest.approx(1.0)
+    # two bin-exact cosines beyond the cut-off (0.375 and 0.354 cycles/pixel, far enough
+    # apart that the periodic Hann window's 3x3 spread keeps them orthogonal): 1 + 2^2
+    g = _cos(shape, 0, 24) + 0.5
+    p = g + _cos(shape, 16, 16, amp=2.0)
+    assert M.excess_power(p, g, 0.3, window=window) == pytest.approx(5.0)
+    # a cosine below the cut-off adds nothing
+    assert M.excess_power(g + _cos(shape, 4, 3, amp=5.0), g, 0.3, window=window) == pytest.approx(
+        1.0
+    )
+
+
+def test_excess_power_of_a_low_passed_copy_is_zero_and_edge_cases():
+    shape = (48, 64)
+    gt = np.random.default_rng(1).random(shape)
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.fftfreq(shape[1])[None, :]
+    low = np.fft.ifft2(np.fft.fft2(gt) * (np.hypot(fy, fx) <= 0.2)).real
+    assert M.excess_power(low, gt, 0.2, window=False) == pytest.approx(0.0, abs=1e-20)
+    assert M.excess_power(gt, low, 0.2, window=False) > 1e20  # inf up to round-off
+    flat = np.full(shape, 2.0)
+    assert M.excess_power(flat, flat, 0.2) == 1.0
+    assert M.excess_power(gt, flat, 0.2) == float("inf")
+    # 3-D: all axes are spatial (radius up to sqrt(3) / 2)
+    vol = np.random.default_rng(2).random((8, 16, 16))
+    assert M.excess_power(2 * vol, vol, 0.6) == pytest.approx(4.0)
+    with pytest.raises(InputError):
+        M.excess_power(gt, gt, 0.75)  # no 2-D frequency beyond sqrt(2) / 2
+    with pytest.raises(InputError):
+        M.excess_power(gt, gt, -0.1)
+    with pytest.raises(InputError):
+        M.excess_power(gt, gt[:, :10], 0.2)
+
+
+def test_excess_power_sees_noise_and_smoothing():
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(3)
+    gt = gaussian_filter(rng.random((96, 96)), 1.0)
+    noisy = gt + 0.05 * rng.standard_normal(gt.shape)
+    assert M.excess_power(noisy, gt, 0.3) > 1.5
+    assert M.excess_power(gaussian_filter(gt, 1.5), gt, 0.3) < 0.5

@@ -1,4 +1,4 @@
-"""Image-quality metrics: PSNR, SSIM, NRMSE, Fourier ring correlation, entropy.
+"""Image-quality metrics: PSNR, SSIM, NRMSE, Fourier ring correlation, entropy, faithfulness.
 
 All functions take numpy arrays (any real dtype), compute in float64 and
 return Python floats (or float64 arrays for curves).  ``pred`` is the image
@@ -41,11 +41,16 @@ affine fit
     the least-squares scale and offset ``a * pred + b`` that best matches it.
     The metrics are then computed between the fitted prediction and the
     normalised reference.
+faithfulness
+    :func:`intensity_bias` (do the background, the median and the total intensity
+    stay where the reference has them?) and :func:`excess_power` (does the image carry
+    more power than the reference beyond the optical cut-off, i.e. invented detail?).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +60,14 @@ from sharpscope.errors import InputError
 
 __all__ = [
     "FRC_THRESHOLD",
+    "IntensityBias",
     "affine_fit",
     "entropy",
     "evaluate",
+    "excess_power",
     "frc",
     "frc_resolution",
+    "intensity_bias",
     "nrmse",
     "plot_frc",
     "psnr",
@@ -556,6 +564,154 @@ def evaluate(
         out["frc_freqs"] = freqs
         out["frc_curve"] = curve
     return out
+
+
+# ---------------------------------------------------------------- faithfulness
+@dataclass(frozen=True)
+class IntensityBias:
+    """Intensity biases of an image against its reference, in units of the input's range.
+
+    Attributes
+    ----------
+    p1, p50 : float
+        Bias of the 1st percentile (the background level) and of the median.
+    total : float
+        Bias of the mean intensity (the total flux divided by the pixel count).
+    """
+
+    p1: float
+    p50: float
+    total: float
+
+    @property
+    def max_abs(self) -> float:
+        """The largest of the three absolute biases."""
+        return max(abs(self.p1), abs(self.p50), abs(self.total))
+
+
+def intensity_bias(pred: Any, gt: Any, input_range: Any) -> IntensityBias:
+    """Bias of the 1st and 50th percentiles and of the mean of ``pred`` relative to ``gt``.
+
+    ``p1 = (P1(pred) - P1(gt)) / R``, ``p50 = (P50(pred) - P50(gt)) / R`` and
+    ``total = (mean(pred) - mean(gt)) / R``, with ``Pq`` numpy's (linear) percentile over
+    all pixels and ``R`` the input's range.  A restoration that keeps intensities
+    faithful has all three near 0; a positive ``p1`` is a raised background, a
+    negative ``total`` lost flux.
+
+    Parameters
+    ----------
+    pred, gt : array_like
+        Restored image and reference, same shape and intensity scale.
+    input_range : float or array_like
+        ``R``: a positive number, or the input image itself, whose 1st-to-99.8th
+        percentile spread is used (the range that
+        :func:`sharpscope.normalize.percentiles` maps to [0, 1]; it is 1 for an input
+        so normalised).
+
+    Returns
+    -------
+    IntensityBias
+        ``p1``, ``p50`` and ``total`` (floats).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> gt = np.arange(101.0)
+    >>> b = intensity_bias(gt + 5.0, gt, input_range=100.0)
+    >>> round(b.p1, 6), round(b.p50, 6), round(b.total, 6)
+    (0.05, 0.05, 0.05)
+    """
+    p, g = _pair(pred, gt)
+    if np.ndim(input_range) == 0:
+        try:
+            r = float(input_range)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"input_range must be a number or an image, got {input_range!r}"
+            ) from None
+    else:
+        lo, hi = np.percentile(_as_float(input_range, "input_range"), [1.0, 99.8])
+        r = float(hi - lo)
+    if not np.isfinite(r) or r <= 0:
+        raise InputError(f"input_range must be positive and finite, got {r!r}")
+    pp = np.percentile(p, [1.0, 50.0])
+    pg = np.percentile(g, [1.0, 50.0])
+    return IntensityBias(
+        p1=float((pp[0] - pg[0]) / r),
+        p50=float((pp[1] - pg[1]) / r),
+        total=float((p.mean() - g.mean()) / r),
+    )
+
+
+def _hann_power(x: np.ndarray, window: bool) -> np.ndarray:
+    """``|F((x - m) w)|^2`` with ``w`` a separable periodic Hann window (or 1)."""
+    if window:
+        w = np.ones(())
+        for n in x.shape:
+            w = w[..., None] * (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n))
+    else:
+        w = np.ones(x.shape)
+    m = float(np.sum(w * x) / np.sum(w))
+    return np.abs(np.fft.fftn((x - m) * w)) ** 2
+
+
+def excess_power(pred: Any, gt: Any, cutoff: float, *, window: bool = True) -> float:
+    """Ratio of the spectral power of ``pred`` to that of ``gt`` beyond a cut-off frequency.
+
+    With ``P_a(f) = |DFT((a - m_a) w)(f)|^2`` (``w`` a separable periodic Hann window,
+    ``m_a`` the ``w``-weighted mean of ``a``, so that the mean and the image borders
+    leave no power at high frequencies) and ``|f|`` the radial frequency in
+    cycles/pixel (:func:`numpy.fft.fftfreq` along every axis)::
+
+        excess_power = sum_{|f| > cutoff} P_pred(f) / sum_{|f| > cutoff} P_gt(f)
+
+    1.0 means the same power as the reference beyond the cut-off; > 1 means invented
+    high frequencies (left-over or amplified noise, texture, ringing); < 1 means
+    detail lost (over-smoothing).  Choose ``cutoff`` as the optical cut-off, beyond
+    which the input holds noise only: for an incoherent widefield system the OTF's
+    support, ``2 NA / lambda`` cycles per unit length, i.e. ``2 * fc`` cycles/pixel
+    with the coherent ``fc = NA * pixel / lambda`` of
+    :func:`sharpscope.physics.psf.cutoff_frequency`.
+
+    Parameters
+    ----------
+    pred, gt : array_like
+        Image under test and reference, same shape (2-D or 3-D; all axes spatial).
+    cutoff : float
+        Cut-off in cycles/pixel; at least one frequency of the grid must lie beyond it
+        (the largest radial frequency is 0.5 sqrt(ndim)).
+    window : bool
+        Apply the Hann window (default); without it the image is treated as periodic.
+
+    Returns
+    -------
+    float
+        The ratio (``inf`` when ``gt`` has no power beyond the cut-off and ``pred``
+        has; 1.0 when neither has).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> gt = np.random.default_rng(0).random((32, 32))
+    >>> round(excess_power(2 * gt + 1, gt, cutoff=0.25), 6)     # power scales as 2 ** 2
+    4.0
+    """
+    p, g = _pair(pred, gt)
+    _spatial_ndim(p.ndim, None)
+    c = float(cutoff)
+    if not np.isfinite(c) or c < 0:
+        raise InputError(f"cutoff must be a non-negative number of cycles/pixel, got {cutoff!r}")
+    grids = np.meshgrid(*[np.fft.fftfreq(n) for n in p.shape], indexing="ij")
+    band = np.sqrt(sum(k * k for k in grids)) > c
+    if not band.any():
+        raise InputError(
+            f"no frequency of a {p.shape} grid lies beyond the cut-off {c} cycles/pixel"
+        )
+    num = float(np.sum(_hann_power(p, window)[band]))
+    den = float(np.sum(_hann_power(g, window)[band]))
+    if den == 0.0:
+        return 1.0 if num == 0.0 else float("inf")
+    return num / den
 
 
 # ---------------------------------------------------------------- plotting
