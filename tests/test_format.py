@@ -129,6 +129,8 @@ def test_missing_or_broken_header(tmp_path):
         ({"hparams": {**SMALL, "bogus": 1}}, "hyper-parameters"),
         ({"surprise": True}, "surprise"),
         ({"name": ""}, "name"),
+        ({"valid_range": {"cutoff": [0.3, 0.1]}}, "valid_range.cutoff"),
+        ({"valid_range": {"photons": [1, 2], "snr": [0, 1]}}, "snr"),
     ],
 )
 def test_invalid_header_fields(tmp_path, change, message):
@@ -156,3 +158,27 @@ def test_tensors_must_match_the_network(tmp_path):
     double = {k: v.double() for k, v in good.items()}
     with pytest.raises(ModelFormatError, match="dtype"):
         load_network(_write_raw(tmp_path / "d.safetensors", double, meta))
+
+
+def test_valid_range_round_trips_and_old_headers_load(tmp_path):
+    from sharpscope.models.format import ValidRange
+
+    net = SRBCR(**SMALL)
+    header = ModelHeader(**_header(), valid_range={"cutoff": (0.1, 0.25), "photons": (20, 800)})
+    path = save_model(tmp_path / "v.safetensors", net, header)
+    loaded = read_header(path)
+    assert loaded == header
+    assert loaded.valid_range == ValidRange(cutoff=(0.1, 0.25), photons=(20.0, 800.0))
+    # one range may be missing
+    part = ModelHeader(**_header(), valid_range={"photons": (5, 50)})
+    assert read_header(save_model(tmp_path / "p.safetensors", net, part)).valid_range.cutoff is None
+    # a header written before the field existed loads with valid_range None ...
+    meta = {METADATA_KEY: json.dumps(_header())}
+    old = _write_raw(tmp_path / "old.safetensors", net.state_dict(), meta)
+    assert load_network(old)[0].valid_range is None
+    # ... and a header without a range is still written without the key (older readers load it)
+    plain = save_model(tmp_path / "plain.safetensors", net, _header())
+    from safetensors import safe_open
+
+    with safe_open(str(plain), framework="pt") as f:
+        assert "valid_range" not in json.loads(f.metadata()[METADATA_KEY])

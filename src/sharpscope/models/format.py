@@ -15,6 +15,7 @@ parameters exactly (names, shapes and dtypes).
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "ModelHeader",
     "Normalization",
     "Tile",
+    "ValidRange",
     "load_network",
     "read_header",
     "save_model",
@@ -76,6 +78,51 @@ class Tile(BaseModel):
         return self
 
 
+Pair = tuple[float, float]
+
+
+class ValidRange(BaseModel):
+    """Where a model's training inputs lay, as measured on each input by :mod:`sharpscope.estimate`.
+
+    Each range is a ``(low, high)`` pair, or None when not recorded.  The
+    ranges are calibrated by running the same estimators on the training
+    distribution (:func:`sharpscope.estimate.calibrate_valid_range`), so an
+    input outside them is unlike anything the model was trained on.
+
+    Attributes
+    ----------
+    cutoff : (float, float) or None
+        :func:`~sharpscope.estimate.estimate_cutoff` of the input image,
+        cycles/pixel (``fc = NA * pixel / wavelength``).
+    photons : (float, float) or None
+        Photons per unit of normalised intensity,
+        :func:`~sharpscope.estimate.photons_per_unit` of
+        :func:`~sharpscope.estimate.estimate_noise` on the raw input and the
+        model's normalisation percentiles ``lo``, ``hi`` of it:
+        ``(hi - lo) / gain``.
+
+    Examples
+    --------
+    >>> ValidRange(cutoff=(0.1, 0.25), photons=(20, 500)).photons
+    (20.0, 500.0)
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    cutoff: Pair | None = None
+    photons: Pair | None = None
+
+    @field_validator("cutoff", "photons")
+    @classmethod
+    def _ordered_pair(cls, v: Pair | None) -> Pair | None:
+        if v is None:
+            return v
+        lo, hi = v
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or lo > hi:
+            raise ValueError(f"range must be finite, non-negative and ordered, got {v}")
+        return v
+
+
 class ModelHeader(BaseModel):
     """Everything about a model file except its weights.
 
@@ -101,12 +148,16 @@ class ModelHeader(BaseModel):
         Licence of the weights (text or pointer to it).
     training : dict or None
         The validated training configuration, when the model was trained here.
+    valid_range : ValidRange or None
+        Input noise and resolution the model was trained for (checked at
+        run time by :meth:`sharpscope.restore.Model.predict`); None for
+        files that do not record it.
 
     Examples
     --------
     >>> h = ModelHeader(name="demo", architecture="mrbcr")
-    >>> h.normalization.pmax, h.tile.size
-    (99.8, 256)
+    >>> h.normalization.pmax, h.tile.size, h.valid_range
+    (99.8, 512, None)
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -121,6 +172,7 @@ class ModelHeader(BaseModel):
     provenance: str = ""
     license: str = ""
     training: dict[str, Any] | None = None
+    valid_range: ValidRange | None = None
 
     @field_validator("format_version")
     @classmethod
@@ -232,7 +284,9 @@ def save_model(path: str | os.PathLike, network: nn.Module, header: ModelHeader 
     }
     _compare({k: (tuple(v.shape), v.dtype) for k, v in tensors.items()}, expected, what)
     path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {METADATA_KEY: header.model_dump_json()}
+    # a header without a valid range is written as before it existed (older readers load it)
+    exclude = {"valid_range"} if header.valid_range is None else None
+    metadata = {METADATA_KEY: header.model_dump_json(exclude=exclude)}
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
