@@ -1,0 +1,211 @@
+"""Deconvolve dock widget: the Richardson-Lucy family and Wiener (twin of ``sharpscope deconvolve``).
+
+The PSF comes from an image layer, a file, or optics parameters (:func:`sharpscope.make_psf`).
+A blind ``auto`` PSF (estimated from the image) is not offered yet: the PSF-estimation API
+does not exist in the library.  ``auto`` iterations / balance (automatic stopping, Wiener
+balance from the data) are offered when :func:`sharpscope.deconvolve` accepts ``None``
+for them, and are then the default.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    LineEdit,
+    SpinBox,
+)
+
+from sharpscope.errors import InputError
+from sharpscope.napari import _common as c
+
+METHODS = ("rl", "rl-accel", "rl-tv", "wiener")
+BOUNDARIES = ("default", "extended", "reflect", "circular")
+PSF_SOURCES = ("layer", "file", "optics")
+
+
+def accepts_none(name: str) -> bool:
+    """Whether :func:`sharpscope.deconvolve` takes ``name=None`` (automatic choice)."""
+    from sharpscope.deconv import deconvolve
+
+    param = inspect.signature(deconvolve).parameters.get(name)
+    if param is None:
+        return False
+    return param.default is None or "None" in str(param.annotation)
+
+
+class DeconvolveWidget(c.SharpscopeWidget):
+    """Deconvolve an image layer with a PSF from a layer, a file or optics parameters."""
+
+    title = "Deconvolve"
+
+    def __init__(self, napari_viewer: Any = None) -> None:
+        super().__init__(napari_viewer)
+        self.image = self.register_layer_combo(ComboBox(label="image", choices=self.layer_choices()))
+        self.axes = LineEdit(label="axes", value="", tooltip="e.g. ZYX; blank: from the layer")
+        self.psf_source = ComboBox(label="PSF from", choices=list(PSF_SOURCES), value="optics")
+        self.psf_layer = self.register_layer_combo(ComboBox(label="PSF layer", choices=self.layer_choices()))
+        self.psf_file = FileEdit(label="PSF file", mode="r", filter="*.tif *.tiff *.npz *.npy")
+        self.na = FloatSpinBox(label="NA", value=1.4, min=0.05, max=1.7, step=0.05)
+        self.wavelength = FloatSpinBox(label="emission (nm)", value=520.0, min=200.0, max=2000.0, step=10.0)
+        self.pixel_size = FloatSpinBox(
+            label="pixel (um)", value=0.065, min=0.0001, max=100.0, step=0.0001,
+            tooltip="lateral pixel size; set from the layer's scale when it has one",
+        )
+        self.refractive_index = FloatSpinBox(label="immersion n", value=1.515, min=1.0, max=2.0, step=0.01)
+        self.confocal = CheckBox(text="confocal", value=False)
+        self.psf_size = SpinBox(label="PSF size", value=33, min=3, max=255, step=2)
+        self.optics = Container(
+            widgets=[self.na, self.wavelength, self.pixel_size, self.refractive_index, self.confocal, self.psf_size],
+            labels=True,
+        )
+        self.method = ComboBox(label="method", choices=list(METHODS), value="rl-accel")
+        self.auto_iterations = CheckBox(text="automatic stopping", value=accepts_none("iterations"))
+        self.auto_iterations.enabled = accepts_none("iterations")
+        self.iterations = SpinBox(label="iterations", value=20, min=1, max=10000)
+        self.auto_balance = CheckBox(text="automatic Wiener balance", value=accepts_none("balance"))
+        self.auto_balance.enabled = accepts_none("balance")
+        self.balance = FloatSpinBox(label="balance", value=1e-3, min=1e-8, max=10.0, step=1e-3)
+        self.tv_weight = FloatSpinBox(label="TV weight", value=0.002, min=0.0, max=1.0, step=0.001)
+        self.boundary = ComboBox(label="boundary", choices=list(BOUNDARIES), value="default")
+        self.device = ComboBox(label="device", choices=["cpu", "auto", "cuda"], value="cpu")
+        self.run = self.run_button("Deconvolve", self.deconvolve)
+        self.preview = self.run_button("Show PSF", self.show_psf)
+        for w in (self.psf_source, self.method, self.auto_iterations, self.auto_balance):
+            w.changed.connect(self._update_visibility)
+        self.image.changed.connect(self._take_pixel_size)
+        self.extend(
+            [
+                self.image,
+                self.axes,
+                self.psf_source,
+                self.psf_layer,
+                self.psf_file,
+                self.optics,
+                self.method,
+                self.auto_iterations,
+                self.iterations,
+                self.auto_balance,
+                self.balance,
+                self.tv_weight,
+                self.boundary,
+                self.device,
+                self.preview,
+                self.run,
+            ]
+        )
+        self.finish_layout()
+        self._update_visibility()
+        self._take_pixel_size()
+
+    def _update_visibility(self, *_: Any) -> None:
+        src, method = self.psf_source.value, self.method.value
+        self.psf_layer.visible = src == "layer"
+        self.psf_file.visible = src == "file"
+        self.optics.visible = src == "optics"
+        rl = method != "wiener"
+        self.auto_iterations.visible = rl
+        self.iterations.visible = rl and not (self.auto_iterations.value and self.auto_iterations.enabled)
+        self.auto_balance.visible = not rl
+        self.balance.visible = not rl and not (self.auto_balance.value and self.auto_balance.enabled)
+        self.tv_weight.visible = method == "rl-tv"
+
+    def _take_pixel_size(self, *_: Any) -> None:
+        layer = self.image.value
+        if layer is None:
+            return
+        try:
+            px = c.layer_pixel_size(layer, c.layer_axes(layer, self.axes.value))
+        except Exception:  # noqa: BLE001 - an unusable layer is reported when run
+            return
+        if "X" in px:
+            self.pixel_size.value = float(px["X"])
+
+    # -- the PSF
+    def psf(self) -> np.ndarray:
+        """The PSF chosen in the widget."""
+        src = self.psf_source.value
+        if src == "layer":
+            layer = self.psf_layer.value
+            if layer is None:
+                raise InputError("no PSF layer: choose one, or take the PSF from a file or optics")
+            return c.layer_array(layer).astype(np.float32)
+        if src == "file":
+            from sharpscope.io import read_image
+
+            path = str(self.psf_file.value or "")
+            if not path or path == "." or not Path(path).is_file():
+                raise InputError("choose a PSF file (.tif)")
+            return np.asarray(read_image(path).data, dtype=np.float32)
+        from sharpscope.physics.psf import make_psf
+
+        return make_psf(
+            na=self.na.value,
+            wavelength=self.wavelength.value,
+            pixel_size=self.pixel_size.value,
+            refractive_index=self.refractive_index.value,
+            confocal=self.confocal.value,
+            size=self.psf_size.value,
+        )
+
+    def show_psf(self) -> Any:
+        def add() -> Any:
+            psf = self.psf()
+            layer = self.image.value
+            scale = tuple(layer.scale[-psf.ndim :]) if layer is not None else None
+            return self.viewer.add_image(
+                psf, name=c.unique_name(self.viewer, "psf"), colormap="magma", scale=scale
+            )
+
+        return c.run_guarded(self, add)
+
+    # -- the work
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`sharpscope.deconvolve` set by the widget."""
+        method = self.method.value
+        opts: dict[str, Any] = {"method": method, "device": self.device.value}
+        if method != "wiener":
+            auto = self.auto_iterations.value and self.auto_iterations.enabled
+            opts["iterations"] = None if auto else int(self.iterations.value)
+        else:
+            auto = self.auto_balance.value and self.auto_balance.enabled
+            opts["balance"] = None if auto else float(self.balance.value)
+        if method == "rl-tv":
+            opts["tv_weight"] = float(self.tv_weight.value)
+        if self.boundary.value != "default":
+            opts["boundary"] = self.boundary.value
+        return opts
+
+    def deconvolve(self) -> Any:
+        return c.run_guarded(self, self._deconvolve)
+
+    def _deconvolve(self) -> Any:
+        layer = self.image.value
+        if layer is None:
+            raise InputError("no image layer: open an image or load the sample data first")
+        axes = c.layer_axes(layer, self.axes.value)
+        data = c.layer_array(layer)
+        psf = self.psf()
+        opts = self.options()
+
+        def work(job: c.Job) -> np.ndarray:
+            from sharpscope.deconv import deconvolve
+
+            job.report(0, 1, f"{opts['method']} on {data.shape}")
+            return deconvolve(data, psf, axes=axes, **opts)
+
+        def done(out: np.ndarray) -> None:
+            name = c.unique_name(self.viewer, f"{layer.name} {opts['method']}")
+            kwargs = c.result_kwargs(layer, name, operation="deconvolve", axes=axes,
+                                     **{k: v for k, v in opts.items() if k != "device"})
+            self.last_layer = self.viewer.add_image(out, **kwargs)
+
+        return self.start(work, done, desc="deconvolve", total=0, interruptible=True)

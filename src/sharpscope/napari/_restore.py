@@ -1,0 +1,217 @@
+"""Restore dock widget: a trained network over an image layer (the twin of ``sharpscope restore``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label, LineEdit, SpinBox
+
+from sharpscope.errors import ModelFormatError
+from sharpscope.napari import _common as c
+
+FILE_CHOICE = "model file..."
+# models trained in this session by the Train widget: name -> file
+SESSION_MODELS: dict[str, Path] = {}
+
+
+def model_choices(_widget: Any = None) -> list[str]:
+    """Bundled and user models, then models trained in this session, then a file dialog."""
+    from sharpscope.models.store import list_models
+
+    names = [m.name for m in list_models() if not m.description.startswith("unusable")]
+    names += [n for n in SESSION_MODELS if n not in names]
+    return [*names, FILE_CHOICE]
+
+
+def header_summary(path: str | Path) -> str:
+    """One line about a model file: name, architecture, parameters of its header."""
+    from sharpscope.models.format import read_header
+
+    h = read_header(path)
+    text = f"{h.name}: {h.architecture}, normalisation {h.normalization.pmin:g}-{h.normalization.pmax:g} %"
+    text += f", tiles {h.tile.size}/{h.tile.overlap}"
+    if h.description:
+        text += f" - {h.description}"
+    if h.license:
+        text += f" (licence: {h.license})"
+    return text
+
+
+class WatchedNetwork(torch.nn.Module):
+    """Wraps a network: one tile per call, a progress report (and cancel check) per tile."""
+
+    def __init__(self, network: torch.nn.Module, job: c.Job, total: int) -> None:
+        super().__init__()
+        self.inner = network
+        self.size_multiple = getattr(network, "size_multiple", 1)
+        self.job, self.total, self.done = job, total, 0
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        outs = []
+        for i in range(x.shape[0]):
+            self.job.check()
+            outs.append(self.inner(x[i : i + 1])[0])
+            self.done += 1
+            self.job.report(self.done, self.total, f"tile {self.done}/{self.total}")
+        return (torch.cat(outs),)
+
+
+def count_tiles(shape_yx: tuple[int, int], planes: int, tile: Any, overlap: Any, multiple: int) -> int:
+    """Number of network calls ``Model.predict`` makes (per TTA pass)."""
+    from sharpscope.tiling import layout_axis
+
+    h, w = shape_yx
+    ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    ny = len(layout_axis(ph, int(tile), int(overlap), multiple).starts)
+    nx = len(layout_axis(pw, int(tile), int(overlap), multiple).starts)
+    return planes * ny * nx
+
+
+class RestoreWidget(c.SharpscopeWidget):
+    """Restore an image layer with a bundled, imported or trained model."""
+
+    title = "Restore"
+
+    def __init__(self, napari_viewer: Any = None) -> None:
+        super().__init__(napari_viewer)
+        self.image = self.register_layer_combo(ComboBox(label="image", choices=self.layer_choices()))
+        self.axes = LineEdit(label="axes", value="", tooltip="e.g. TZYX; blank: from the layer")
+        self.model = self.register_layer_combo(ComboBox(label="model", choices=model_choices))
+        self.model_file = FileEdit(label="file", mode="r", filter="*.safetensors", visible=False)
+        self.model_info = Label(value="")
+        self.tile = SpinBox(label="tile", value=0, min=0, max=8192, step=32, tooltip="0: the model's default")
+        self.overlap = SpinBox(label="overlap", value=-1, min=-1, max=4096, tooltip="-1: the model's default")
+        self.batch_size = SpinBox(label="batch size", value=4, min=1, max=256)
+        self.tta = CheckBox(text="test-time augmentation (8x slower, a bit better)", value=False)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
+        self.scope = ComboBox(label="apply to", choices=["whole stack", "current plane"], value="whole stack")
+        self.run = self.run_button("Restore", self.restore)
+        self.model.changed.connect(self._model_changed)
+        self.model_file.changed.connect(self._model_changed)
+        self.extend(
+            [
+                self.image,
+                self.axes,
+                self.model,
+                self.model_file,
+                self.model_info,
+                self.tile,
+                self.overlap,
+                self.batch_size,
+                self.tta,
+                self.device,
+                self.scope,
+                self.run,
+            ]
+        )
+        self.finish_layout()
+        self._cache: tuple[str, str, Any] | None = None
+        self._model_changed()
+
+    # -- model choice
+    def model_spec(self) -> str:
+        """What ``load_model`` gets: a name, or the chosen file."""
+        choice = self.model.value
+        if choice == FILE_CHOICE:
+            path = str(self.model_file.value or "")
+            if not path or path == "." or not Path(path).is_file():
+                raise ModelFormatError("choose a model file (.safetensors) or a model name")
+            return path
+        if choice in SESSION_MODELS:
+            return str(SESSION_MODELS[choice])
+        return str(choice)
+
+    def select_model_file(self, path: str | Path) -> None:
+        """Pick a model file (used by the reader when a ``.safetensors`` file is opened)."""
+        self.model.value = FILE_CHOICE
+        self.model_file.value = str(path)
+        self._model_changed()
+
+    def _model_changed(self, *_: Any) -> None:
+        self.model_file.visible = self.model.value == FILE_CHOICE
+        try:
+            from sharpscope.models.store import resolve_model
+
+            self.model_info.value = header_summary(resolve_model(self.model_spec()))
+        except Exception as exc:  # noqa: BLE001 - shown next to the choice
+            self.model_info.value = str(exc).splitlines()[0] if str(exc) else ""
+
+    def _load(self, spec: str, device: str) -> Any:
+        from sharpscope.restore import load_model
+
+        if self._cache is not None and self._cache[:2] == (spec, device):
+            return self._cache[2]
+        model = load_model(spec, device=device)
+        self._cache = (spec, device, model)
+        return model
+
+    # -- the work
+    def plane_index(self, layer: Any, axes: str) -> tuple[int, ...]:
+        """Data index of the viewer's current plane along every axis but Y and X."""
+        lead = len(axes) - 2
+        if lead == 0:
+            return ()
+        point = tuple(self.viewer.dims.point)[-layer.ndim :]
+        pos = np.asarray(layer.world_to_data(point), dtype=float)
+        idx = []
+        for d in range(len(axes)):
+            if axes[d] in "YX":
+                continue
+            idx.append(int(np.clip(np.round(pos[d]), 0, layer.data.shape[d] - 1)))
+        return tuple(idx)
+
+    def restore(self) -> Any:
+        return c.run_guarded(self, self._restore)
+
+    def _restore(self) -> Any:
+        layer = self.image.value
+        if layer is None:
+            raise c.InputError("no image layer: open an image or load the sample data first")
+        axes = c.layer_axes(layer, self.axes.value)
+        spec = self.model_spec()
+        data = c.layer_array(layer)
+        plane = self.scope.value == "current plane" and len(axes) > 2
+        scale, translate = list(layer.scale), list(layer.translate)
+        if plane:
+            # keep every axis (length 1) so the result sits on its plane in the viewer
+            idx = self.plane_index(layer, axes)
+            lead = [d for d, a in enumerate(axes) if a not in "YX"]
+            slicer = [slice(None)] * len(axes)
+            for d, i in zip(lead, idx, strict=True):
+                slicer[d] = slice(i, i + 1)
+                translate[d] = translate[d] + i * scale[d]
+            data = data[tuple(slicer)]
+        tile = self.tile.value or None
+        overlap = None if self.overlap.value < 0 else self.overlap.value
+        batch, tta, device = self.batch_size.value, self.tta.value, self.device.value
+
+        def work(job: c.Job) -> np.ndarray:
+            job.report(0, None, "loading the model")
+            model = self._load(spec, device)
+            t_def, o_def = model._tile_defaults()
+            ys, xs = axes.index("Y"), axes.index("X")
+            planes = int(np.prod([n for d, n in enumerate(data.shape) if d not in (ys, xs)]))
+            total = count_tiles(
+                (data.shape[ys], data.shape[xs]),
+                planes,
+                tile or t_def,
+                o_def if overlap is None else overlap,
+                model.size_multiple,
+            ) * (8 if tta else 1)
+            from sharpscope.restore import Model
+
+            watched = Model(model.header, WatchedNetwork(model.network, job, total), model.path)
+            return watched.predict(
+                data, axes=axes, tile=tile, overlap=overlap, batch_size=batch, device=device, tta=tta
+            )
+
+        def done(out: np.ndarray) -> None:
+            kwargs = c.result_kwargs(layer, c.unique_name(self.viewer, f"{layer.name} restored"),
+                                     operation="restore", model=spec, axes=axes)
+            kwargs["translate"] = tuple(translate)
+            self.last_layer = self.viewer.add_image(out, **kwargs)
+
+        return self.start(work, done, desc="restore", total=1)

@@ -1,0 +1,213 @@
+"""The napari plugin, driven end to end in a real viewer (pytest-qt, under Xvfb).
+
+Needs the ``napari`` extra and an X display (pytest-xvfb starts Xvfb when it is installed;
+``QT_QPA_PLATFORM=offscreen`` gives vispy no OpenGL context).  Skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
+    pytest.skip("no X display (install xvfb and pytest-xvfb)", allow_module_level=True)
+
+from conftest import make_tiny_model  # noqa: E402
+
+TIMEOUT_MS = 60_000
+
+
+def wait_done(qtbot, widget, timeout=TIMEOUT_MS):
+    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
+
+
+def error_messages(monkeypatch):
+    """Collect what the widgets show with show_error."""
+    import napari.utils.notifications as notifications
+
+    shown: list[str] = []
+    monkeypatch.setattr(notifications, "show_error", lambda msg: shown.append(str(msg)))
+    return shown
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def sample(viewer):
+    from sharpscope.napari._sample_data import make_sample
+
+    layers = []
+    for data, kwargs, _ in make_sample():
+        layers.append(viewer.add_image(data, **kwargs))
+    return {layer.name: layer for layer in layers}
+
+
+def test_core_library_imports_without_qt():
+    """``import sharpscope`` (and its plugin package) never pulls in Qt or napari."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('PyQt6', 'PyQt5', 'PySide6', 'qtpy', 'napari', 'magicgui'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import sharpscope, sharpscope.napari, sharpscope.restore, sharpscope.deconv\n"
+        "import sharpscope.cli; sharpscope.cli.build_parser()\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_manifest_is_valid_and_discovered():
+    import npe2
+
+    pm = npe2.PluginManager.instance()
+    pm.discover()
+    manifest = pm.get_manifest("sharpscope")
+    widgets = {w.display_name for w in manifest.contributions.widgets}
+    assert {"Restore", "Deconvolve", "Simulate", "Evaluate", "Train", "Prepare data"} <= widgets
+    assert manifest.contributions.sample_data[0].key == "simulated-specimen"
+
+
+def test_sample_data_adds_degraded_gt_and_psf(viewer):
+    viewer.open_sample("sharpscope", "simulated-specimen")
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["sample ground truth", "sample degraded", "sample psf"]
+    low = viewer.layers["sample degraded"]
+    assert low.data.shape == (256, 256)
+    assert low.scale[0] == pytest.approx(low.metadata["sharpscope"]["pixel_size"]["Y"])
+
+
+def test_restore_whole_image_and_current_plane(viewer, qtbot, tmp_path):
+    from sharpscope.napari._restore import FILE_CHOICE, RestoreWidget
+
+    model = make_tiny_model(tmp_path / "tiny.safetensors")
+    rng = np.random.default_rng(0)
+    stack = viewer.add_image(
+        rng.random((3, 40, 48)).astype(np.float32), name="stack", scale=(0.5, 0.1, 0.1), translate=(0, 2, 3)
+    )
+    w = RestoreWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.image.value = stack
+    w.model.value = FILE_CHOICE
+    w.model_file.value = str(model)
+    assert "mrbcr" in w.model_info.value
+    w.restore()
+    wait_done(qtbot, w)
+    out = viewer.layers["stack restored"]
+    assert out.data.shape == (3, 40, 48)
+    assert tuple(out.scale) == (0.5, 0.1, 0.1)
+    assert tuple(out.translate) == (0, 2, 3)
+    assert out.metadata["sharpscope"]["source"] == "stack"
+    # the same, as the library computes it
+    import sharpscope
+
+    expect = sharpscope.load_model(model).predict(stack.data, axes="ZYX")
+    np.testing.assert_allclose(out.data, expect, atol=1e-5)
+
+    viewer.dims.set_point(0, 1.0)  # plane 2 of the stack (z scale 0.5)
+    w.scope.value = "current plane"
+    w.restore()
+    wait_done(qtbot, w)
+    plane = viewer.layers["stack restored [1]"]
+    assert plane.data.shape == (1, 40, 48)
+    assert tuple(plane.translate) == (1.0, 2, 3)
+
+
+def test_restore_cancel_adds_nothing(viewer, qtbot, tmp_path):
+    from sharpscope.napari._restore import FILE_CHOICE, RestoreWidget
+
+    model = make_tiny_model(tmp_path / "tiny.safetensors", tile=32, overlap=8)
+    viewer.add_image(np.random.default_rng(1).random((40, 256, 256)).astype(np.float32), name="big")
+    w = RestoreWidget(viewer)
+    w.model.value = FILE_CHOICE
+    w.model_file.value = str(model)
+    w.batch_size.value = 1
+    w.restore()
+    qtbot.waitUntil(lambda: w.progress.value > 2, timeout=TIMEOUT_MS)
+    import time
+
+    t0 = time.monotonic()
+    w.cancel()
+    wait_done(qtbot, w, timeout=10_000)
+    assert time.monotonic() - t0 < 2.0
+    assert [layer.name for layer in viewer.layers] == ["big"]
+    assert "cancelled" in w.status.value
+
+
+def test_restore_bad_model_file_notifies(viewer, qtbot, tmp_path, monkeypatch):
+    from sharpscope.napari._restore import FILE_CHOICE, RestoreWidget
+
+    shown = error_messages(monkeypatch)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model")
+    viewer.add_image(np.ones((32, 32), np.float32) + np.eye(32, dtype=np.float32), name="img")
+    w = RestoreWidget(viewer)
+    w.model.value = FILE_CHOICE
+    w.model_file.value = str(bad)
+    w.restore()
+    wait_done(qtbot, w)
+    assert len(shown) == 1 and shown[0].startswith("sharpscope: error: ")
+    assert "\n" not in shown[0]
+    assert [layer.name for layer in viewer.layers] == ["img"]
+    # the viewer and the widget stay usable
+    w.model_file.value = str(make_tiny_model(tmp_path / "tiny.safetensors"))
+    w.restore()
+    wait_done(qtbot, w)
+    assert "img restored" in viewer.layers
+
+
+def test_deconvolve_optics_and_layer_psf(viewer, qtbot, sample):
+    from sharpscope.napari._deconvolve import DeconvolveWidget
+
+    low = sample["sample degraded"]
+    w = DeconvolveWidget(viewer)
+    w.image.value = low
+    assert w.pixel_size.value == pytest.approx(low.scale[-1], rel=1e-3)
+    w.psf_source.value = "layer"
+    w.psf_layer.value = sample["sample psf"]
+    w.method.value = "rl"
+    w.auto_iterations.value = False
+    w.iterations.value = 5
+    w.deconvolve()
+    wait_done(qtbot, w)
+    out = viewer.layers["sample degraded rl"]
+    import sharpscope
+
+    expect = sharpscope.deconvolve(low.data, sample["sample psf"].data, method="rl", iterations=5)
+    np.testing.assert_allclose(out.data, expect, rtol=1e-5, atol=1e-6)
+    assert tuple(out.scale) == tuple(low.scale)
+
+    w.psf_source.value = "optics"
+    w.method.value = "wiener"
+    w.auto_balance.value = False
+    w.deconvolve()
+    wait_done(qtbot, w)
+    assert viewer.layers["sample degraded wiener"].data.shape == low.data.shape
+
+
+def test_deconvolve_bad_psf_notifies(viewer, qtbot, monkeypatch):
+    from sharpscope.napari._deconvolve import DeconvolveWidget
+
+    shown = error_messages(monkeypatch)
+    img = viewer.add_image(np.random.default_rng(0).random((16, 16)).astype(np.float32), name="small")
+    viewer.add_image(np.ones((33, 33), np.float32), name="huge psf")
+    w = DeconvolveWidget(viewer)
+    w.image.value = img
+    w.psf_source.value = "layer"
+    w.psf_layer.value = viewer.layers["huge psf"]
+    w.deconvolve()
+    wait_done(qtbot, w)
+    assert shown and "larger than the image" in shown[0]
+    assert len(viewer.layers) == 2
