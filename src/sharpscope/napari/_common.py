@@ -424,3 +424,22 @@ def run_guarded(widget: SharpscopeWidget, fn: Callable[[], Any]) -> Any:
         details = "" if isinstance(exc, SharpscopeError) else traceback.format_exc()
         widget.error(one_line(exc), details)
         return None
+
+
+# --------------------------------------------------------------------------- plots
+class Plot(Container):
+    """A matplotlib figure inside a widget (loss curves, FRC)."""
+
+    def __init__(self, width: float = 4.0, height: float = 2.6, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(width, height), dpi=90, layout="constrained")
+        self.axes = self.figure.add_subplot(1, 1, 1)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(int(height * 60))
+        self.native.layout().addWidget(self.canvas)
+
+    def draw(self) -> None:
+        self.canvas.draw_idle()
