@@ -272,3 +272,82 @@ def test_evaluate_shape_mismatch_notifies(viewer, qtbot, monkeypatch):
     w.evaluate()
     assert not w.busy
     assert shown == ["sharpscope: error: layers 'a' (16, 16) and 'b' (16, 20) differ in shape"]
+
+
+def _tiny_train_widget(viewer, tmp_path):
+    from conftest import TINY_TRAIN_HPARAMS
+
+    from sharpscope.napari._train import TrainWidget
+
+    w = TrainWidget(viewer)
+    w.hparams = dict(TINY_TRAIN_HPARAMS)
+    w.batch_size.value, w.patch_size.value = 2, 32
+    w.val_every.value, w.val_size.value = 5, 2
+    w.threads.value = 1
+    w.device.value = "cpu"
+    w.out.value = str(tmp_path / "run")
+    return w
+
+
+def test_train_from_layers_shows_loss_and_model_reaches_restore(viewer, qtbot, tmp_path):
+    from sharpscope.napari._restore import SESSION_MODELS, RestoreWidget, model_choices
+
+    rng = np.random.default_rng(0)
+    gt = rng.random((2, 64, 64)).astype(np.float32)
+    low = viewer.add_image(gt + 0.1 * rng.standard_normal(gt.shape).astype(np.float32), name="low")
+    high = viewer.add_image(gt, name="gt")
+    w = _tiny_train_widget(viewer, tmp_path)
+    w.source.value = "two layers (low, gt)"
+    w.low.value, w.gt.value = low, high
+    w.steps.value = 10
+    w.train()
+    wait_done(qtbot, w, timeout=120_000)
+    assert w.result is not None and w.result.stopped == "completed", w.log_box.value
+    assert w.result.steps_done == 10
+    assert [s for s, _ in w.history["loss"]] == [5, 10]
+    assert len(w.history["val_loss"]) == 2
+    assert len(w.plot.axes.lines) == 2
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    name = next(n for n, p in SESSION_MODELS.items() if p == tmp_path / "run" / "model.safetensors")
+    assert name in model_choices()
+    r = RestoreWidget(viewer)
+    r.image.value = low
+    r.model.value = name
+    r.restore()
+    wait_done(qtbot, r)
+    assert viewer.layers["low restored"].data.shape == (2, 64, 64)
+
+
+def test_train_cancel_then_resume(viewer, qtbot, tmp_path):
+    import time
+
+    w = _tiny_train_widget(viewer, tmp_path)
+    w.source.value = "simulator preset"
+    w.steps.value = 100_000
+    w.val_every.value = 100_000
+    w.train()
+    qtbot.waitUntil(lambda: w.progress.value >= 3, timeout=120_000)
+    t0 = time.monotonic()
+    w.cancel()
+    wait_done(qtbot, w, timeout=20_000)
+    assert time.monotonic() - t0 < 5.0
+    res = w.result
+    assert res.stopped == "interrupted"
+    assert (tmp_path / "run" / "last.ckpt.safetensors").is_file()
+    stopped_at = res.steps_done
+    w.steps.value = stopped_at + 3
+    w.resume.value = True
+    w.train()
+    wait_done(qtbot, w, timeout=120_000)
+    assert w.result.stopped == "completed" and w.result.steps_done == stopped_at + 3
+
+
+def test_train_bad_config_notifies(viewer, qtbot, tmp_path, monkeypatch):
+    shown = error_messages(monkeypatch)
+    w = _tiny_train_widget(viewer, tmp_path)
+    w.patch_size.value = 8
+    w.batch_size.value = 1
+    w.source.value = "prepared / DeBCR npz"
+    w.train()
+    assert shown == ["sharpscope: error: choose a training data file (.npz)"]
+    assert not w.busy

@@ -163,11 +163,17 @@ class Job:
             raise Cancelled
 
     def report(
-        self, done: int | None = None, total: int | None = None, message: str = "", **data: Any
+        self,
+        done: int | None = None,
+        total: int | None = None,
+        message: str = "",
+        check: bool = True,
+        **data: Any,
     ) -> None:
-        """Send a progress report to the widget (and stop here if cancelled)."""
+        """Send a progress report to the widget (and stop here if cancelled, with ``check``)."""
         self._queue.put(Progress(done, total, message, data))
-        self.check()
+        if check:
+            self.check()
 
     def log(self, message: str) -> None:
         """A line for the widget's log."""
