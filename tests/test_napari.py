@@ -276,7 +276,6 @@ def test_evaluate_shape_mismatch_notifies(viewer, qtbot, monkeypatch):
 
 def _tiny_train_widget(viewer, tmp_path):
     from conftest import TINY_TRAIN_HPARAMS
-
     from sharpscope.napari._train import TrainWidget
 
     w = TrainWidget(viewer)
