@@ -350,3 +350,95 @@ def test_train_bad_config_notifies(viewer, qtbot, tmp_path, monkeypatch):
     w.train()
     assert shown == ["sharpscope: error: choose a training data file (.npz)"]
     assert not w.busy
+
+
+def test_prepare_preview_grid_and_write(viewer, qtbot, tmp_path):
+    from sharpscope.napari._prepare import PrepareWidget
+
+    rng = np.random.default_rng(0)
+    gt = rng.random((2, 96, 128)).astype(np.float32)
+    low = viewer.add_image(gt + 0.1 * rng.standard_normal(gt.shape).astype(np.float32), name="low", scale=(1, 0.1, 0.1))
+    high = viewer.add_image(gt, name="gt")
+    w = PrepareWidget(viewer)
+    w.low.value, w.gt.value = low, high
+    w.patch_size.value = 32
+    w.region_size.value = 32
+    w.out.value = str(tmp_path / "pairs.npz")
+    w.preview_grid()
+    wait_done(qtbot, w)
+    assert not (tmp_path / "pairs.npz").exists()
+    grid = viewer.layers["low patches"]
+    assert len(grid.data) == sum(w.result.counts.values()) > 0
+    assert set(grid.properties["split"]) == {"train", "val", "test"}
+    assert tuple(grid.scale) == (1, 0.1, 0.1)
+    w.write()
+    wait_done(qtbot, w)
+    assert (tmp_path / "pairs.npz").is_file()
+    with np.load(tmp_path / "pairs.npz") as npz:
+        assert npz["train_low"].shape[1:] == (32, 32)
+    assert len(viewer.layers["low patches"].data) == len(grid.data)
+    w.show_normalised()
+    assert "low normalised" in viewer.layers and "gt normalised" in viewer.layers
+
+
+def test_prepare_too_small_notifies(viewer, qtbot, monkeypatch):
+    from sharpscope.napari._prepare import PrepareWidget
+
+    shown = error_messages(monkeypatch)
+    a = viewer.add_image(np.random.default_rng(0).random((16, 16)).astype(np.float32), name="a")
+    w = PrepareWidget(viewer)
+    w.low.value = w.gt.value = a
+    w.patch_size.value = 64
+    w.preview_grid()
+    wait_done(qtbot, w)
+    assert shown == ["sharpscope: error: no image is large enough for a 64x64 patch"]
+
+
+def test_reader_debcr_npz_gives_low_and_gt_layers(viewer, tmp_path):
+    from sharpscope.napari._reader import get_reader
+
+    path = tmp_path / "pairs.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, low=rng.random((3, 32, 32)).astype(np.float32), gt=rng.random((3, 32, 32)).astype(np.float32))
+    reader = get_reader(str(path))
+    layers = reader(str(path))
+    assert [kw["name"] for _, kw, _ in layers] == ["pairs low", "pairs gt"]
+    assert all(kw["metadata"]["sharpscope"]["axes"] == "SYX" for _, kw, _ in layers)
+    viewer.open(str(path), plugin="sharpscope")
+    assert [layer.name for layer in viewer.layers] == ["pairs low", "pairs gt"]
+
+
+def test_reader_and_writer_keep_axes_and_pixel_size(viewer, tmp_path):
+    import sharpscope
+    from sharpscope.napari._reader import get_reader
+    from sharpscope.napari._writer import write_image_layer
+
+    src = tmp_path / "stack.tif"
+    data = np.random.default_rng(0).random((4, 24, 32)).astype(np.float32)
+    sharpscope.write_image(src, data, "TYX", pixel_size={"Y": 0.2, "X": 0.2})
+    [(arr, kwargs, kind)] = get_reader(str(src))(str(src))
+    assert kind == "image" and kwargs["metadata"]["sharpscope"]["axes"] == "TYX"
+    assert kwargs["scale"] == [1.0, 0.2, 0.2]
+    layer = viewer.add_image(arr, **kwargs)
+    out = tmp_path / "copy.tif"
+    written = write_image_layer(str(out), layer.data, layer.as_layer_data_tuple()[1])
+    assert written == [str(out)]
+    back = sharpscope.read_image(out)
+    assert back.axes == "TYX" and back.pixel_size["X"] == pytest.approx(0.2)
+    np.testing.assert_array_equal(back.data, data)
+
+
+def test_reader_model_file_shows_header_and_opens_restore(viewer, tmp_path, monkeypatch):
+    import napari.utils.notifications as notifications
+
+    from sharpscope.napari._reader import get_reader
+
+    infos: list[str] = []
+    monkeypatch.setattr(notifications, "show_info", lambda msg: infos.append(str(msg)))
+    model = make_tiny_model(tmp_path / "tiny.safetensors")
+    reader = get_reader(str(model))
+    assert reader(str(model)) == [(None,)]
+    assert infos and "tiny-test: mrbcr" in infos[0]
+    widgets = [w for w in viewer.window._dock_widgets.values()]
+    assert widgets, "the Restore widget was opened"
+    assert get_reader(str(tmp_path / "notes.txt")) is None
