@@ -140,3 +140,38 @@ def test_train_command_ctrl_c_exits_130_with_a_checkpoint(prepared, tmp_path, ca
     assert "--resume" in capsys.readouterr().err
     _, meta = load_checkpoint(out / CHECKPOINT_NAME)
     assert meta["step"] == 3 and meta["stopped"] == "interrupted"
+
+
+def test_one_writer_per_run_folder(prepared, tmp_path, capsys):
+    """A second `train --out RUN` while another process trains RUN fails at once, writing nothing."""
+    import subprocess
+    import sys
+    import textwrap
+
+    out = tmp_path / "run"
+    assert main(["train", str(_config(tmp_path)), "--data", str(prepared), "--steps", "2", "--out", str(out),
+                 "--no-progress"]) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import time
+            from sharpscope.train import run_lock
+            with run_lock({str(out)!r}):
+                print("locked", flush=True)
+                time.sleep(60)
+        """)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        capsys.readouterr()
+        rc = main(["train", "--out", str(out), "--resume", "--steps", "4", "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "in use by another training run" in err and err.count("\n") == 1
+        assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # the lock dies with its holder: the run continues
+    assert main(["train", "--out", str(out), "--resume", "--steps", "4", "--no-progress"]) == 0
+    assert load_checkpoint(out / CHECKPOINT_NAME)[1]["step"] == 4

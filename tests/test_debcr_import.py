@@ -290,6 +290,14 @@ def test_cli_import_debcr(tmp_path, monkeypatch, capsys):
     target = tmp_path / "home" / "models" / "debcr-bright_SR.safetensors"
     assert target.is_file()
     assert str(target) in capsys.readouterr().out
+    # importing again under the same name never replaces the model silently
+    stamp = target.stat().st_mtime_ns
+    assert main(["import-debcr", str(REF / "weights" / "bright_SR")]) == 2
+    err = capsys.readouterr().err
+    assert "exists; pass --overwrite" in err and err.count("\n") == 1
+    assert target.stat().st_mtime_ns == stamp
+    assert main(["import-debcr", str(REF / "weights" / "bright_SR"), "--overwrite"]) == 0
+    assert target.stat().st_mtime_ns != stamp
 
     out = tmp_path / "mine.safetensors"
     prefix = REF / "weights" / "2D_denoising" / "ckpt-best"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ElementTree
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -356,3 +357,38 @@ def test_write_over_a_directory_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="cannot write"):
         write_image(tmp_path / "d.tif", np.zeros((4, 4), np.uint8), "YX")
     assert _leftovers(tmp_path) == ["d.tif"]
+
+
+def test_killed_writer_leaves_no_debris_after_the_next_write(tmp_path):
+    """SIGKILL inside atomic_write leaves a temporary; the next write of that file removes it."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    dest = tmp_path / "out.tif"
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        from sharpscope.io import atomic_write
+        with atomic_write({str(dest)!r}) as tmp:
+            tmp.write_bytes(b"x" * 100000)
+            print(tmp, flush=True)
+            time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    tmp = Path(proc.stdout.readline().strip())
+    assert tmp.exists() and tmp.name.startswith(".out.tif.")
+    # a live writer's temporary is never touched by another write
+    other = tmp_path / "other.tif"
+    write_image(other, np.zeros((4, 4), np.float32), "YX")
+    write_image(dest.with_name("out2.tif"), np.zeros((4, 4), np.float32), "YX")
+    assert tmp.exists()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert tmp.exists() and not dest.exists()  # the debris of today's code
+    write_image(dest, np.ones((4, 4), np.float32), "YX")
+    assert not tmp.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.tif", "out.tif", "out2.tif"]
+    np.testing.assert_array_equal(read_image(dest).data, np.ones((4, 4), np.float32))

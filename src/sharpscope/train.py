@@ -33,6 +33,7 @@ Determinism
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -43,7 +44,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -1165,9 +1166,50 @@ def train(
     try:
         if config.threads is not None:
             torch.set_num_threads(config.threads)
-        return _train(config, resume, progress, callback, log)
+        with contextlib.ExitStack() as held:  # the run folder's lock, once _train takes it
+            return _train(config, resume, progress, callback, log, held)
     finally:
         torch.set_num_threads(threads)
+
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(out: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold the exclusive lock of the run folder ``out`` (one writer per run).
+
+    An advisory ``fcntl.flock`` on ``out/.lock``, released when the block ends or the
+    process dies; a second holder gets a one-line :class:`ConfigError` at once.
+    Platforms without ``fcntl`` run unlocked.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with run_lock(tempfile.mkdtemp()) as lock:
+    ...     lock.name
+    '.lock'
+    """
+    path = Path(out) / LOCK_NAME
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield path
+        return
+    try:
+        fh = open(path, "a")  # noqa: SIM115 - held for the whole block
+    except OSError as exc:
+        raise ConfigError(f"cannot lock {out}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"{out} is in use by another training run; wait for it to end or choose another --out"
+            ) from None
+        yield path
+    finally:
+        fh.close()
 
 
 def _train(
@@ -1176,6 +1218,7 @@ def _train(
     progress: bool,
     callback: Callable[[int, dict[str, float]], None] | None,
     log: Callable[[str], None] | None,
+    held: contextlib.ExitStack,
 ) -> TrainResult:
     from sharpscope.models.registry import build_network, count_parameters
 
@@ -1250,6 +1293,7 @@ def _train(
         + f"; data {data.description}; {len(val_low)} validation patches; out {out}"
     )
     out.mkdir(parents=True, exist_ok=True)
+    held.enter_context(run_lock(out))
     from sharpscope.io import atomic_write
 
     with atomic_write(out / CONFIG_NAME) as tmp:

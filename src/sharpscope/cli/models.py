@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="output .safetensors file or existing folder (default: the user model folder)",
     )
     p.add_argument("--name", default=None, help="model name (default: debcr-<folder name>)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing model file of that name"
+    )
     p.set_defaults(func=_import_debcr)
 
     q = subparsers.add_parser(
@@ -43,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _import_debcr(args: argparse.Namespace) -> int:
     from sharpscope.models.debcr_import import import_debcr
 
-    path = import_debcr(args.ckpt_prefix, out=args.output, name=args.name)
+    path = import_debcr(args.ckpt_prefix, out=args.output, name=args.name, overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0
 

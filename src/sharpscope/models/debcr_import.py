@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sharpscope.errors import ModelFormatError
+from sharpscope.errors import InputError, ModelFormatError
 
 __all__ = [
     "DEBCR_CREDIT",
@@ -752,7 +752,10 @@ def debcr_header(name: str, source: str, hparams: dict | None = None):
 
 
 def import_debcr(
-    ckpt_prefix: str | Path, out: str | Path | None = None, name: str | None = None
+    ckpt_prefix: str | Path,
+    out: str | Path | None = None,
+    name: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Convert a published DeBCR TensorFlow checkpoint to a sharpscope model file.
 
@@ -770,6 +773,9 @@ def import_debcr(
     name : str, optional
         Model name; default ``debcr-<folder>`` (e.g. ``debcr-2D_denoising``), or
         the stem of ``out`` when ``out`` is a file name.
+    overwrite : bool
+        Replace an existing model file; without it an existing file is an error
+        (nothing is read or written).
 
     Returns
     -------
@@ -780,6 +786,8 @@ def import_debcr(
     ------
     ModelFormatError
         Missing, corrupt or non-m-rBCR checkpoint (including checksum mismatches).
+    InputError
+        The output file exists and ``overwrite`` is False.
 
     Examples
     --------
@@ -803,6 +811,8 @@ def import_debcr(
         out_path = user_model_path(name)
     elif out_path.is_dir():
         out_path = out_path / f"{name}{MODEL_SUFFIX}"
+    if out_path.exists() and not overwrite:
+        raise InputError(f"{out_path} exists; pass --overwrite to replace it")
 
     tensors = read_checkpoint(prefix, verify=True)
     state = debcr_state_dict(tensors)
