@@ -175,3 +175,24 @@ def test_one_writer_per_run_folder(prepared, tmp_path, capsys):
     # the lock dies with its holder: the run continues
     assert main(["train", "--out", str(out), "--resume", "--steps", "4", "--no-progress"]) == 0
     assert load_checkpoint(out / CHECKPOINT_NAME)[1]["step"] == 4
+
+
+def test_bad_training_data_is_one_line_and_creates_nothing(prepared, tmp_path, capsys):
+    zero = tmp_path / "zero.tif"
+    zero.write_bytes(b"")
+    text = tmp_path / "text.png"
+    text.write_text("hello, not an image\n")
+    npy = tmp_path / "array.npy"
+    np.save(npy, np.zeros((4, 4)))
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(prepared.read_bytes()[:300])
+    cases = {zero: "is empty (0 bytes)", text: "is not an .npz archive", npy: "is not an .npz archive",
+             truncated: "cannot read"}
+    for path, message in cases.items():
+        out = tmp_path / f"run-{path.stem}"
+        rc = main(["train", "--data", str(path), "--out", str(out), "--steps", "2", "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err, (path.name, err)
+        assert err.startswith("sharpscope: error:") and err.count("\n") == 1
+        assert "pickle" not in err.lower() and "Traceback" not in err
+        assert not out.exists()

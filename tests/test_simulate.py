@@ -366,3 +366,21 @@ def test_haze_layer_is_in_both_low_and_gt():
         lo_raw = b["low"][0] * (b["params"]["norm_hi"] - b["params"]["norm_lo"])
         gt_raw = b["gt"][0] * (b["params"]["norm_hi"] - b["params"]["norm_lo"])
         assert float(lo_raw.mean()) == pytest.approx(float(gt_raw.mean()), rel=0.1, abs=0.02)
+
+
+def test_sizes_are_checked_against_memory_before_allocating(tmp_path, capsys, monkeypatch):
+    from sharpscope import resources
+    from sharpscope.cli import main
+
+    out = tmp_path / "huge.npz"
+    assert main(["simulate", "-o", str(out), "--size", "100000", "--n", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "needs about" in err and "of memory" in err and err.count("\n") == 1
+    assert main(["simulate", "-o", str(out), "--size", "2048", "--n", "100000"]) == 2
+    assert "100000 simulated pairs of 2048x2048" in capsys.readouterr().err
+    assert not out.exists()
+    # the bound follows the memory the system reports
+    monkeypatch.setattr(resources, "available_memory", lambda: 64 * 2**20)
+    with pytest.raises(ConfigError, match="simulated pairs of 64x64"):
+        simulate_dataset("mrbcr-widefield", n=5000, size=64)
+    assert simulate_dataset("mrbcr-widefield", n=2, size=32)["low"].shape == (2, 32, 32)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,6 +306,7 @@ class PairedNpzDataset(PairedImages):
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError(f"no such npz file: {self.path}")
+        _check_npz_magic(self.path)
         try:
             with np.load(self.path, allow_pickle=False) as f:
                 keys = set(f.files)
@@ -329,8 +331,10 @@ class PairedNpzDataset(PairedImages):
                     )
                 low = _as_planes(f[kl], f"{self.path.name}:{kl}")
                 gt = _as_planes(f[kg], f"{self.path.name}:{kg}")
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read {self.path}: {exc}") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            # never pass on numpy's advice to load pickles: say what the file is not
+            text = "it is not a valid npz archive" if "pickle" in str(exc) else str(exc)
+            raise InputError(f"cannot read {self.path}: {text}") from None
         if low.shape != gt.shape:
             raise InputError(f"{self.path.name}: {kl} {low.shape} and {kg} {gt.shape} differ in shape")
         self.split = split
@@ -800,6 +804,22 @@ class PrepareResult:
     metadata_path: Path
     counts: dict[str, int]
     metadata: dict = field(repr=False)
+
+
+def _check_npz_magic(path: Path) -> None:
+    """One-line error unless ``path`` starts like an ``.npz`` (zip) archive."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not head:
+        raise InputError(f"{path} is empty (0 bytes)")
+    if head not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise InputError(
+            f"{path} is not an .npz archive of training pairs; --data takes such a file "
+            "(from `sharpscope prepare` or `simulate`) or a folder with low/ and gt/ images"
+        )
 
 
 def _load_sources(

@@ -75,6 +75,7 @@ from sharpscope.errors import ConfigError, InputError
 from sharpscope.physics import specimens
 from sharpscope.physics.blur import Convolution
 from sharpscope.physics.noise import sensor
+from sharpscope.resources import check_memory
 
 __all__ = [
     "PRESETS",
@@ -915,6 +916,16 @@ def simulate_pair(
     }
 
 
+def _fmt(shape: Sequence[int]) -> str:
+    return "x".join(str(int(v)) for v in shape)
+
+
+def _sample_bytes(p: Preset, shape: tuple[int, ...]) -> int:
+    """Generous bound of the working memory of one pair: canvases, spectra, float64 noise."""
+    canvas = math.prod(int(s) + int(p.psf_size) for s in shape)
+    return 40 * canvas * 8
+
+
 # --------------------------------------------------------------------------- dataset
 class SimulatedPairs(IterableDataset):
     """Infinite stream of simulated ``(low, gt)`` training pairs.
@@ -986,6 +997,7 @@ class SimulatedPairs(IterableDataset):
         self.seed = int(seed)
         self.start = int(start)
         self.block_size = int(block_size)
+        check_memory(_sample_bytes(self.preset, self.shape), f"a simulated pair of {_fmt(self.shape)}")
         self.ground_truth: list[torch.Tensor] | None = None
         if ground_truth is not None:
             imgs = []
@@ -1071,6 +1083,11 @@ def simulate_dataset(
     if int(n) < 1:
         raise ConfigError(f"n must be positive, got {n}")
     ds = SimulatedPairs(preset, patch_size=size, seed=seed, ndim=ndim)
+    psf_voxels = int(ds.preset.psf_size) ** 2 * (_psf_planes(ds.shape[0]) if ndim == 3 else 1)
+    result = int(n) * (2 * math.prod(ds.shape) + psf_voxels) * 4
+    check_memory(
+        2 * result + _sample_bytes(ds.preset, ds.shape), f"{int(n)} simulated pairs of {_fmt(ds.shape)}"
+    )
     it = range(int(n))
     if progress:
         from tqdm import tqdm
