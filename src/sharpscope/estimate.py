@@ -43,7 +43,9 @@ __all__ = [
     "calibrate_valid_range",
     "estimate_cutoff",
     "estimate_noise",
+    "optimal_discrepancy",
     "photons_per_unit",
+    "signal_fraction",
 ]
 
 # smallest Y and X extent an estimate is made from
@@ -282,10 +284,9 @@ def estimate_noise(image: Any, axes: str | None = None) -> NoiseEstimate:
     m = box5[:, 1:-1, 1:-1].ravel()
     r = r[:, 2:-2, 2:-2].ravel()
     means, variances, counts = [], [], []
-    for idx in np.array_split(np.argsort(m), _BINS):
-        if len(idx) < 32:
-            continue
-        k = max(16, int(len(idx) * _SMOOTH_SHARE))
+    n_bins = int(np.clip(len(m) // 64, 1, _BINS))  # fewer bins on small images
+    for idx in np.array_split(np.argsort(m), n_bins):
+        k = max(8, int(len(idx) * _SMOOTH_SHARE))
         sel = idx[np.argpartition(grad[idx], k - 1)[:k]] if k < len(idx) else idx
         rs = r[sel]
         sd = 1.4826 * float(np.median(np.abs(rs - np.median(rs))))
@@ -299,6 +300,8 @@ def estimate_noise(image: Any, axes: str | None = None) -> NoiseEstimate:
     v = np.array(variances)
     if not v.max() > 0:  # noiseless (e.g. piecewise-flat synthetic) image
         return NoiseEstimate(gain=0.0, sigma=0.0)
+    if len(v) < 2:  # one intensity level: no slope to see
+        return NoiseEstimate(gain=0.0, sigma=float(np.sqrt(v[0])))
     gain, c = _fit_line(np.array(means), v, np.array(counts, dtype=np.float64))
     if c >= 0 or gain <= 0:
         return NoiseEstimate(gain=gain, sigma=float(np.sqrt(max(c, 0.0))))
@@ -307,18 +310,30 @@ def estimate_noise(image: Any, axes: str | None = None) -> NoiseEstimate:
 
 
 # ---------------------------------------------------------------- cut-off
+def _central_square(planes: np.ndarray) -> np.ndarray:
+    n = min(planes.shape[-2:])
+    y0 = (planes.shape[-2] - n) // 2
+    x0 = (planes.shape[-1] - n) // 2
+    return planes[:, y0 : y0 + n, x0 : x0 + n]
+
+
+def _window(n: int) -> np.ndarray:
+    """2-D Hann window of side ``n`` (no zero edge samples)."""
+    win1 = np.hanning(n + 2)[1:-1]
+    return np.outer(win1, win1)
+
+
 def _radial_power(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Radially averaged periodogram (Hann window, mean removed) of a square crop per plane.
 
     Returns the ring radii (cycles/pixel, 0 .. sqrt(2)/2, one frequency sample
     apart), the mean power per ring and the number of frequency samples in it.
+    The power is normalised so that white noise of variance ``v`` has power
+    ``v`` (the window-weighted mean variance for noise that varies over the crop).
     """
-    n = min(planes.shape[-2:])
-    y0 = (planes.shape[-2] - n) // 2
-    x0 = (planes.shape[-1] - n) // 2
-    crop = planes[:, y0 : y0 + n, x0 : x0 + n]
-    win1 = np.hanning(n + 2)[1:-1]
-    win = np.outer(win1, win1)
+    crop = _central_square(planes)
+    n = crop.shape[-1]
+    win = _window(n)
     centred = crop - (np.einsum("kij,ij->k", crop, win) / float(win.sum()))[:, None, None]
     spec = np.abs(np.fft.rfft2(centred * win)) ** 2
     power = spec.mean(axis=0) / float((win**2).sum())
@@ -431,6 +446,99 @@ def estimate_cutoff(image: Any, axes: str | None = None) -> float:
     resid -= (resid * w).sum(axis=1, keepdims=True) / w.sum()
     cost = (w * resid**2).sum(axis=1)
     return float(cands[int(np.argmin(cost))])
+
+
+# ---------------------------------------------------------------- deconvolution support
+def _noise_power(planes: np.ndarray, noise: NoiseEstimate) -> float:
+    """White-noise power in :func:`_radial_power`'s units (window-weighted mean variance)."""
+    crop = _central_square(planes)
+    win2 = _window(crop.shape[-1]) ** 2
+    return float(np.sum(noise.variance(crop) * win2) / (win2.sum() * len(crop)))
+
+
+def optimal_discrepancy(image: Any, noise: NoiseEstimate, axes: str | None = None) -> float:
+    """Expected weighted residual ``mean((y - A x)**2 / var)`` of the best linear estimate.
+
+    For white noise of power ``N`` and an image of power spectrum ``P(f)``,
+    the Wiener-optimal re-blurred estimate leaves the residual power
+    ``N**2 / P(f)`` at each frequency, i.e. the fraction ``min(1, N / P(f))``
+    of the noise.  Averaged over the frequency samples, that is the
+    discrepancy an iterative deconvolution should stop at (the discrepancy
+    principle's target): 1 where the noise dominates every frequency, lower
+    the more frequencies carry signal.  ``P`` is the radially averaged,
+    Hann-windowed power spectrum of the central square of each plane.
+
+    Parameters
+    ----------
+    image : array_like
+        2-D image or stack (as for :func:`estimate_cutoff`), raw intensities.
+    noise : NoiseEstimate
+        Its noise, e.g. from :func:`estimate_noise`.
+    axes : str, optional
+        Axes of ``image``; default: the last two are ``Y``, ``X``.
+
+    Returns
+    -------
+    float
+        In ``(0, 1]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> white = np.random.default_rng(0).normal(5.0, 1.0, (128, 128))
+    >>> round(optimal_discrepancy(white, NoiseEstimate(gain=0.0, sigma=1.0)), 1)
+    1.0
+    """
+    planes = _planes(image, axes)
+    _, power, count = _radial_power(planes)
+    n_power = _noise_power(planes, noise)
+    if not n_power > 0:
+        return float(1.0 / count.sum())
+    ratio = np.minimum(1.0, n_power / np.maximum(power, 1e-300))
+    return float(np.sum(count * ratio) / np.sum(count))
+
+
+def signal_fraction(
+    image: Any, noise: NoiseEstimate, axes: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Share of the image's power that is signal, ``1 - N / P(f)``, per radial frequency.
+
+    This is the product ``W(f) H(f)`` of the Wiener filter and the transfer
+    function: the parametric Wiener deconvolution ``W = q / H`` uses it
+    with the image's own spectrum.  Rings whose power is not significantly
+    above the noise (by 5 standard errors) get 0, the first two (the mean)
+    1, and the result is made non-increasing with frequency, so that a
+    chance excess of noise is never amplified.
+
+    Parameters
+    ----------
+    image : array_like
+        2-D image or stack, raw intensities.
+    noise : NoiseEstimate
+        Its noise.
+    axes : str, optional
+        Axes of ``image``; default: the last two are ``Y``, ``X``.
+
+    Returns
+    -------
+    freq, fraction : numpy.ndarray
+        Ring radii in cycles/pixel (0 to about 0.707) and the signal share in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> white = np.random.default_rng(0).normal(5.0, 1.0, (64, 64))
+    >>> f, q = signal_fraction(white, NoiseEstimate(gain=0.0, sigma=1.0))
+    >>> float(q[0]), float(q[5:].max())
+    (1.0, 0.0)
+    """
+    planes = _planes(image, axes)
+    freq, power, count = _radial_power(planes)
+    n_power = _noise_power(planes, noise)
+    q = 1.0 - n_power / np.maximum(power, 1e-300)
+    q[power < n_power * (1.0 + _EXCESS_Z / np.sqrt(count))] = 0.0
+    q[:2] = 1.0
+    return freq, np.minimum.accumulate(np.clip(q, 0.0, 1.0))
 
 
 # ---------------------------------------------------------------- calibration

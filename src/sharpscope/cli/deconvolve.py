@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from sharpscope.cli._args import integer, number
 
@@ -13,8 +15,13 @@ METHODS = ("rl", "rl-accel", "rl-tv", "wiener")
 BOUNDARIES = ("extended", "reflect", "circular")
 
 
+def _or_auto(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type``: ``'auto'`` gives None, anything else goes to ``parse``."""
 
+    def wrapped(text: str) -> Any:
+        return None if text.strip().lower() == "auto" else parse(text)
 
+    return wrapped
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,10 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS, default="rl", help="algorithm (default: rl)")
     p.add_argument(
         "--iterations",
-        type=integer(1),
-        default=30,
+        type=_or_auto(integer(1)),
+        default=None,
         metavar="N",
-        help="Richardson-Lucy iterations (default: 30)",
+        help=(
+            "Richardson-Lucy iterations (default: auto, i.e. stop by the discrepancy principle "
+            "with the noise estimated from the image, at most 200; the count is reported)"
+        ),
     )
     p.add_argument(
         "--axes", default=None, help="axes of INPUT, e.g. YX, ZYX, TZYX (default: from file)"
@@ -52,7 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--tv-weight", type=number(), default=0.002, metavar="L", help="rl-tv weight (default 0.002)"
     )
     p.add_argument(
-        "--balance", type=number(), default=1e-3, metavar="B", help="Wiener balance (default 1e-3)"
+        "--balance",
+        type=_or_auto(number(positive=True)),
+        default=None,
+        metavar="B",
+        help="Wiener balance (default: auto, the parametric filter from the image's spectrum)",
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     p.set_defaults(func=run)
@@ -65,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     image = read_image(args.input, axes=args.axes)
     psf = read_image(args.psf)
-    out = deconvolve(
+    out, info = deconvolve(
         image.data,
         psf.data,
         method=args.method,
@@ -75,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
         tv_weight=args.tv_weight,
         balance=args.balance,
         device=args.device,
+        return_info=True,
     )
+    if info.rule != "fixed":
+        print(f"sharpscope: {info.summary()}", file=sys.stderr)
     path = write_image(args.output, out, image.axes, pixel_size=image.pixel_size)
     print(path)
     sys.stdout.flush()
