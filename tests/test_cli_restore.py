@@ -197,3 +197,29 @@ def test_debug_shows_the_traceback(tiny_model_path, tmp_path):
 
     with pytest.raises(InputError):
         main(["--debug", "restore", str(tmp_path / "nope.tif"), "-o", str(tmp_path / "o.tif"), "--model", str(tiny_model_path)])
+
+
+def test_range_warning_is_one_stderr_line_per_file(tmp_path, capsys):
+    from conftest import TINY_MRBCR_HPARAMS
+    from sharpscope.models.format import save_model
+    from sharpscope.models.registry import build_network
+    from test_restore import RANGE, _widefield
+
+    torch.manual_seed(0)
+    header = {"name": "ranged", "architecture": "mrbcr", "hparams": TINY_MRBCR_HPARAMS, "tile": {"size": 64, "overlap": 16}, "valid_range": RANGE}
+    model = save_model(tmp_path / "ranged.safetensors", build_network("mrbcr", **TINY_MRBCR_HPARAMS), header)
+    write_image(tmp_path / "ok.tif", _widefield(fc=0.2, gain=0.01), "YX")
+    noisy = tmp_path / "noisy.tif"
+    write_image(noisy, np.stack([_widefield(fc=0.2, gain=2.0)] * 2), "ZYX")
+    base = ["restore", "--model", str(model), "--device", "cpu", "--no-progress"]
+    assert main([*base, str(tmp_path / "ok.tif"), str(noisy), "-o", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"sharpscope: warning: {noisy}: input looks outside the model's training range: estimated ")
+    assert err[0].endswith("; results may be unreliable")
+    assert len(captured.out.strip().splitlines()) == 2  # both files written
+    assert main([*base, str(noisy), "-o", str(tmp_path / "out2"), "--no-range-check"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main([*base, str(tmp_path / "ok.tif"), "-o", str(tmp_path / "out3")]) == 0
+    assert capsys.readouterr().err == ""

@@ -237,3 +237,79 @@ def test_restore_files_errors_write_nothing(tiny_model, tmp_path):
     leftovers = sorted(p.name for p in tmp_path.iterdir())
     assert leftovers == ["flat.tif", "in", "plane.tif", "tiny.safetensors"]
     assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["cell0.tif", "cell1.tif"]
+
+
+# ------------------------------------------------------------------ the training-range check
+def _widefield(fc: float, gain: float, n: int = 160, seed: int = 0) -> np.ndarray:
+    """Mixed specimen through a widefield PSF with cut-off ``fc``; peak 1, background 0.05."""
+    from sharpscope.physics.blur import fft_convolve
+    from sharpscope.physics.noise import sensor
+    from sharpscope.physics.psf import widefield_psf
+    from sharpscope.physics.specimens import make_specimen
+
+    psf = widefield_psf(1.0, 520.0, fc * 0.52, size=65).numpy()
+    clean = np.asarray(fft_convolve(make_specimen("mixed", (n, n), seed), psf), dtype=np.float64)
+    clean = (0.05 + clean / clean.max()).astype(np.float32)
+    return sensor(clean, gain=gain, sigma=0.01, generator=seed + 1)
+
+
+RANGE = {"cutoff": (0.1, 0.3), "photons": (20.0, 2000.0)}
+
+
+def _range_warnings(fn, *args, **kw):
+    import warnings
+
+    from sharpscope.errors import RangeWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn(*args, **kw)
+    return result, [w for w in caught if issubclass(w.category, RangeWarning)]
+
+
+def test_predict_warns_once_outside_the_training_range(tiny_model):
+    tiny_model.header.valid_range = RANGE
+    ok = _widefield(fc=0.2, gain=0.01)  # ~95 photons per unit, fc 0.2
+    assert tiny_model.check_range(ok) is None
+    _, caught = _range_warnings(tiny_model.predict, ok, device="cpu")
+    assert caught == []
+    # far too noisy: ~0.5 photons per unit normalised intensity
+    noisy = _widefield(fc=0.2, gain=2.0)
+    _, caught = _range_warnings(tiny_model.predict, np.stack([noisy] * 3), axes="ZYX", device="cpu", tile=64, overlap=16)
+    assert len(caught) == 1  # one per image, not per plane or tile
+    msg = str(caught[0].message)
+    assert msg.startswith("input looks outside the model's training range: estimated ")
+    assert "photons per unit intensity (trained 20-2000)" in msg and "\n" not in msg
+    assert msg.endswith("results may be unreliable")
+    # heavily over-blurred
+    blurred = _widefield(fc=0.04, gain=0.01)
+    msg = tiny_model.check_range(blurred)
+    assert msg is not None and "cut-off frequency" in msg and "(trained 0.1-0.3)" in msg
+    # the check can be turned off; no range in the header: no check
+    assert _range_warnings(tiny_model.predict, noisy, device="cpu", warn_range=False)[1] == []
+    tiny_model.header.valid_range = None
+    assert tiny_model.check_range(noisy) is None
+    assert _range_warnings(tiny_model.predict, noisy, device="cpu")[1] == []
+
+
+def test_range_check_measures_what_calibration_measures(tiny_model):
+    from sharpscope.estimate import calibrate_valid_range
+
+    images = [_widefield(fc=0.2, gain=0.01, n=128, seed=s) for s in range(3)]
+    tiny_model.header.valid_range = calibrate_valid_range(images, quantiles=(0.0, 1.0))
+    for img in images:  # the calibration images themselves are within their own range
+        assert tiny_model.check_range(img) is None
+    # per channel: a multi-channel image is judged channel by channel
+    both = np.stack([images[0], _widefield(fc=0.2, gain=2.0, n=128)])
+    assert "(channel 1)" in tiny_model.check_range(both, axes="CYX")
+
+
+def test_restore_files_warns_per_file(tiny_model, tmp_path):
+    tiny_model.header.valid_range = RANGE
+    write_image(tmp_path / "a_ok.tif", _widefield(fc=0.2, gain=0.01), "YX")
+    write_image(tmp_path / "b_noisy.tif", _widefield(fc=0.2, gain=2.0), "YX")
+    out, caught = _range_warnings(restore_files, [tmp_path / "*.tif"], tmp_path / "out", model=tiny_model, device="cpu", tile=64, overlap=16)
+    assert len(out) == 2 and len(caught) == 1
+    assert str(caught[0].message).startswith(f"{tmp_path / 'b_noisy.tif'}: input looks outside")
+    _, caught = _range_warnings(restore_files, [tmp_path / "*.tif"], tmp_path / "out2", model=tiny_model, device="cpu", warn_range=False)
+    assert caught == []

@@ -26,3 +26,7 @@ class ModelFormatError(SharpscopeError):
 
 class ConfigError(SharpscopeError):
     """A configuration value or key is invalid."""
+
+
+class RangeWarning(UserWarning):
+    """An input looks unlike a model's training data (noise or resolution outside its range)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from sharpscope.errors import AxesError, ConfigError, InputError, ModelFormatError, SharpscopeError
+from sharpscope.errors import (
+    AxesError,
+    ConfigError,
+    InputError,
+    ModelFormatError,
+    RangeWarning,
+    SharpscopeError,
+)
 from sharpscope.io import (
     WRITE_SUFFIXES,
     Image,
@@ -41,6 +49,8 @@ from sharpscope.tiling import predict_tiled
 __all__ = ["Model", "check_finite", "load_model", "resolve_device", "restore_files"]
 
 DTYPES = ("float32", "input")
+# the range check estimates noise and resolution on at most this central square of one plane
+RANGE_CROP = 512
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -168,6 +178,81 @@ class Model:
         norm = _field(self.header, "normalization")
         return float(_field(norm, "pmin", 1.0)), float(_field(norm, "pmax", 99.8))
 
+    def check_range(self, image: np.ndarray | Image, axes: str | None = None) -> str | None:
+        """Whether an image looks like the model's training inputs (header ``valid_range``).
+
+        The noise (:func:`sharpscope.estimate.estimate_noise`) and the cut-off
+        frequency (:func:`sharpscope.estimate.estimate_cutoff`) are estimated
+        on the central ``RANGE_CROP`` (512) pixel square of the middle plane
+        of each channel, the noise as photons per unit of normalised intensity
+        with this model's percentiles of the whole channel, exactly as
+        :func:`sharpscope.estimate.calibrate_valid_range` measured the
+        training inputs.
+
+        Parameters
+        ----------
+        image : numpy.ndarray or Image
+            As for :meth:`predict`.
+        axes : str, optional
+            As for :meth:`predict`.
+
+        Returns
+        -------
+        str or None
+            A one-line description of what is out of range (the text of the
+            warning :meth:`predict` emits), or None when the image is within
+            range or the header records no range.
+
+        Examples
+        --------
+        >>> model.check_range(image)  # doctest: +SKIP
+        "input looks outside the model's training range: estimated 3 photons per unit ..."
+        """
+        from sharpscope.estimate import estimate_cutoff, estimate_noise, photons_per_unit
+
+        valid = _field(self.header, "valid_range")
+        cut_range = _field(valid, "cutoff")
+        ph_range = _field(valid, "photons")
+        if cut_range is None and ph_range is None:
+            return None
+        if isinstance(image, Image):
+            axes = image.axes if axes is None else axes
+            image = image.data
+        arr = np.asarray(image)
+        axes = guess_axes(arr.ndim) if axes is None else validate_axes(axes, arr.ndim)
+        chans = _channel_planes(arr, axes)
+        pmin, pmax = self.percentiles
+        for c, chan in enumerate(chans):
+            plane = chan[len(chan) // 2]
+            h, w = plane.shape
+            y0, x0 = max(0, (h - RANGE_CROP) // 2), max(0, (w - RANGE_CROP) // 2)
+            crop = plane[y0 : y0 + RANGE_CROP, x0 : x0 + RANGE_CROP]
+            try:
+                fc = estimate_cutoff(crop) if cut_range is not None else None
+                noise = estimate_noise(crop) if ph_range is not None else None
+            except InputError:  # too small or constant: nothing to judge
+                continue
+            found = []
+            if noise is not None:
+                photons = photons_per_unit(noise, *_scale(chan, pmin, pmax))
+                if not ph_range[0] <= photons <= ph_range[1]:
+                    found.append(
+                        f"{_num(photons)} photons per unit intensity "
+                        f"(trained {_num(ph_range[0])}-{_num(ph_range[1])})"
+                    )
+            if fc is not None and not cut_range[0] <= fc <= cut_range[1]:
+                found.append(
+                    f"cut-off frequency {fc:.3g} cycles/pixel "
+                    f"(trained {cut_range[0]:.3g}-{cut_range[1]:.3g})"
+                )
+            if found:
+                where = f" (channel {c})" if len(chans) > 1 else ""
+                return (
+                    f"input looks outside the model's training range{where}: estimated "
+                    f"{' and '.join(found)}; results may be unreliable"
+                )
+        return None
+
     def _tile_defaults(self) -> tuple[int, int]:
         tile = _field(self.header, "tile")
         return int(_field(tile, "size", 256)), int(_field(tile, "overlap", 32))
@@ -184,6 +269,7 @@ class Model:
         dtype: str = "float32",
         desc: str | None = None,
         tta: bool = False,
+        warn_range: bool = True,
     ) -> np.ndarray:
         """Restore a whole image.
 
@@ -213,6 +299,10 @@ class Model:
             rotations and mirror images of every tile (8 times the compute;
             +0.3 dB PSNR for the bundled model on simulated data, see
             docs/benchmarks.md).
+        warn_range : bool
+            When the header records a ``valid_range``, estimate the image's
+            noise and resolution first (:meth:`check_range`) and emit one
+            :class:`~sharpscope.errors.RangeWarning` if they lie outside it.
 
         Returns
         -------
@@ -247,6 +337,10 @@ class Model:
             raise AxesError(f"an image needs at least 2 dimensions (Y, X), got shape {arr.shape}")
         axes = guess_axes(arr.ndim) if axes is None else validate_axes(axes, arr.ndim)
         check_finite(arr)
+        if warn_range:
+            message = self.check_range(arr, axes)
+            if message is not None:
+                warnings.warn(message, RangeWarning, stacklevel=2)
         dev = resolve_device(device)
         t_default, o_default = self._tile_defaults()
         tile = t_default if tile is None else tile
@@ -295,6 +389,23 @@ class Model:
         if dtype == "input":
             result = _to_dtype(result, arr.dtype)
         return np.ascontiguousarray(result)
+
+
+def _num(v: float) -> str:
+    """A number for a message: 3 significant digits, no exponent below a million."""
+    return f"{v:.0f}" if 100 <= abs(v) < 1e6 else f"{v:.3g}"
+
+
+def _channel_planes(arr: np.ndarray, axes: str) -> list[np.ndarray]:
+    """``(planes, Y, X)`` views of each channel (every axis but C, Y, X flattened)."""
+    lead = [a for a in axes if a not in "YX"]
+    if "C" in lead:
+        lead.remove("C")
+        lead.insert(0, "C")
+    work = np.transpose(arr, [axes.index(a) for a in [*lead, "Y", "X"]])
+    h, w = work.shape[-2:]
+    n_chan = work.shape[0] if "C" in axes else 1
+    return list(work.reshape(n_chan, -1, h, w))
 
 
 def _dihedral_mean(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -498,7 +609,10 @@ def restore_files(
         Axes override for every input.
     **kw
         Passed to :meth:`Model.predict` (``tile``, ``overlap``,
-        ``batch_size``, ``device``, ``progress``, ``dtype``, ``tta``).
+        ``batch_size``, ``device``, ``progress``, ``dtype``, ``tta``,
+        ``warn_range``).  With ``warn_range`` (default True) and a model
+        that records its valid range, each input outside it gets one
+        :class:`~sharpscope.errors.RangeWarning` naming the file.
 
     Returns
     -------
@@ -534,11 +648,17 @@ def restore_files(
                     f"{dst}: PNG/JPEG cannot store float32 results; write .tif or use dtype 'input'"
                 )
     desc = kw.pop("desc", None)
+    warn_range = kw.pop("warn_range", True)
     written: list[Path] = []
     for src, dst in zip(files, dests, strict=True):
         img = read_image(src, axes=axes)
         try:
-            restored = model.predict(img.data, axes=img.axes, desc=desc or src.name, **kw)
+            message = model.check_range(img.data, img.axes) if warn_range else None
+            if message is not None:
+                warnings.warn(f"{src}: {message}", RangeWarning, stacklevel=2)
+            restored = model.predict(
+                img.data, axes=img.axes, desc=desc or src.name, warn_range=False, **kw
+            )
         except SharpscopeError as exc:
             raise type(exc)(f"{src}: {exc}") from None
         written.append(write_image(dst, restored, img.axes, pixel_size=img.pixel_size))

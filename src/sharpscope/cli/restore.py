@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from sharpscope.cli._args import integer
 
@@ -51,26 +52,47 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="average over the 8 rotations/mirrors of each tile (8x slower, slightly better)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--no-range-check",
+        action="store_true",
+        help=(
+            "do not estimate each input's noise and resolution against the range the model "
+            "was trained for (a one-line warning otherwise)"
+        ),
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Handle ``sharpscope restore``."""
+    from sharpscope.errors import RangeWarning
     from sharpscope.restore import restore_files
 
-    written = restore_files(
-        args.inputs,
-        args.output,
-        model=args.model,
-        axes=args.axes,
-        tile=args.tile,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-        device=args.device,
-        dtype=args.dtype,
-        tta=args.tta,
-        progress=not args.no_progress,
-    )
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        """Range warnings as one ``sharpscope: warning:`` line; others as usual."""
+        if issubclass(category, RangeWarning):
+            print(f"sharpscope: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        default_show = warnings.showwarning
+        warnings.simplefilter("always", RangeWarning)
+        warnings.showwarning = show
+        written = restore_files(
+            args.inputs,
+            args.output,
+            model=args.model,
+            axes=args.axes,
+            tile=args.tile,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            device=args.device,
+            dtype=args.dtype,
+            tta=args.tta,
+            progress=not args.no_progress,
+            warn_range=not args.no_range_check,
+        )
     for path in written:
         print(path)
     sys.stdout.flush()
