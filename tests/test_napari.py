@@ -442,3 +442,28 @@ def test_reader_model_file_shows_header_and_opens_restore(viewer, tmp_path, monk
     widgets = [w for w in viewer.window._dock_widgets.values()]
     assert widgets, "the Restore widget was opened"
     assert get_reader(str(tmp_path / "notes.txt")) is None
+
+
+@pytest.mark.parametrize(
+    "name", ["Prepare data", "Simulate", "Train", "Restore", "Deconvolve", "Evaluate"]
+)
+def test_every_widget_opens_from_the_plugins_menu(viewer, name):
+    dock, widget = viewer.window.add_plugin_dock_widget("sharpscope", name)
+    assert widget.viewer is not None and not widget.busy
+    assert widget.native.maximumWidth() <= 480
+
+
+def test_deconvolve_auto_options_follow_the_library_signature(viewer):
+    from sharpscope.napari._deconvolve import DeconvolveWidget, accepts_none
+
+    w = DeconvolveWidget(viewer)
+    w.method.value = "rl"
+    w.iterations.value = 7
+    auto = accepts_none("iterations")
+    assert w.auto_iterations.value is auto and w.auto_iterations.enabled is auto
+    assert w.options()["iterations"] == (None if auto else 7)
+    w.auto_iterations.value = False
+    assert w.options()["iterations"] == 7
+    w.method.value = "wiener"
+    assert "iterations" not in w.options()
+    assert w.options()["balance"] == (None if accepts_none("balance") else pytest.approx(1e-3))

@@ -34,6 +34,7 @@ from sharpscope.io import guess_axes, validate_axes
 
 META_KEY = "sharpscope"
 CLI_PREFIX = "sharpscope: error: "
+WIDGET_WIDTH = 440  # px: dock widgets stay narrow, long texts wrap
 
 
 # --------------------------------------------------------------------------- layers
@@ -256,11 +257,13 @@ class SharpscopeWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.cancel_button.changed.connect(self.cancel)
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
-        self.status = Label(value="")
+        self.status = Label(label="status", value="")
+        self.status.native.setWordWrap(True)
         self.log_box = TextEdit(value="", label="log")
         self.log_box.read_only = True
         self.log_box.native.setMinimumHeight(80)
         self._layer_combos: list[Any] = []
+        self.native.setMaximumWidth(WIDGET_WIDTH)
         if viewer is not None:
             viewer.layers.events.inserted.connect(self._refresh_layers)
             viewer.layers.events.removed.connect(self._refresh_layers)
@@ -353,9 +356,10 @@ class SharpscopeWidget(Container):
         self.status.value = f"{desc}..."
         self.log(f"{desc} started")
         t0 = time.monotonic()
+        ended = [False]
 
         def yielded(item: Progress | None) -> None:
-            if item is None:
+            if item is None or ended[0]:
                 return
             if item.total is not None and item.total > 0:
                 self.progress.max = int(item.total)
@@ -375,6 +379,7 @@ class SharpscopeWidget(Container):
                 on_progress(item)
 
         def returned(result: Any) -> None:
+            ended[0] = True
             elapsed = time.monotonic() - t0
             if result is Cancelled:
                 self.info(f"{desc}: cancelled after {elapsed:.1f} s; nothing was added")
@@ -388,6 +393,7 @@ class SharpscopeWidget(Container):
                 details = "" if isinstance(exc, SharpscopeError) else traceback.format_exc()
                 self.error(one_line(exc), details)
                 return
+            self.progress.value = self.progress.max
             self.status.value = f"{desc}: done in {elapsed:.1f} s"
             self.log(f"{desc} done in {elapsed:.1f} s")
 

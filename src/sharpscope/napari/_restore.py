@@ -31,12 +31,10 @@ def header_summary(path: str | Path) -> str:
     from sharpscope.models.format import read_header
 
     h = read_header(path)
-    text = f"{h.name}: {h.architecture}, normalisation {h.normalization.pmin:g}-{h.normalization.pmax:g} %"
-    text += f", tiles {h.tile.size}/{h.tile.overlap}"
-    if h.description:
-        text += f" - {h.description}"
+    text = f"{h.name}: {h.architecture}, tiles {h.tile.size}/{h.tile.overlap}"
+    text += f", normalisation {h.normalization.pmin:g}-{h.normalization.pmax:g} %"
     if h.license:
-        text += f" (licence: {h.license})"
+        text += f", licence {h.license.split(' (')[0]}"
     return text
 
 
@@ -82,6 +80,7 @@ class RestoreWidget(c.SharpscopeWidget):
         self.model = self.register_layer_combo(ComboBox(label="model", choices=model_choices))
         self.model_file = FileEdit(label="file", mode="r", filter="*.safetensors", visible=False)
         self.model_info = Label(value="")
+        self.model_info.native.setWordWrap(True)
         self.tile = SpinBox(label="tile", value=0, min=0, max=8192, step=32, tooltip="0: the model's default")
         self.overlap = SpinBox(label="overlap", value=-1, min=-1, max=4096, tooltip="-1: the model's default")
         self.batch_size = SpinBox(label="batch size", value=4, min=1, max=256)
@@ -135,7 +134,11 @@ class RestoreWidget(c.SharpscopeWidget):
         try:
             from sharpscope.models.store import resolve_model
 
-            self.model_info.value = header_summary(resolve_model(self.model_spec()))
+            path = resolve_model(self.model_spec())
+            self.model_info.value = header_summary(path)
+            from sharpscope.models.format import read_header
+
+            self.model_info.tooltip = read_header(path).description
         except Exception as exc:  # noqa: BLE001 - shown next to the choice
             self.model_info.value = str(exc).splitlines()[0] if str(exc) else ""
 
