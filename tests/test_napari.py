@@ -225,6 +225,7 @@ def test_simulate_layers_fixed_optics_and_psf_preview(viewer, qtbot, tmp_path):
     w.save_to.value = str(tmp_path / "pairs.npz")
     w.simulate()
     wait_done(qtbot, w)
+    assert w.status.value.startswith("simulate: done")
     low, gt, psf = viewer.layers["sim low"], viewer.layers["sim gt"], viewer.layers["sim psf"]
     assert low.data.shape == gt.data.shape == (2, 32, 32)
     assert psf.data.shape[0] == 2

@@ -356,7 +356,7 @@ class SharpscopeWidget(Container):
         self.status.value = f"{desc}..."
         self.log(f"{desc} started")
         t0 = time.monotonic()
-        ended = [False]
+        ended, final = [False], [""]
 
         def yielded(item: Progress | None) -> None:
             if item is None or ended[0]:
@@ -394,10 +394,13 @@ class SharpscopeWidget(Container):
                 self.error(one_line(exc), details)
                 return
             self.progress.value = self.progress.max
-            self.status.value = f"{desc}: done in {elapsed:.1f} s"
+            final[0] = f"{desc}: done in {elapsed:.1f} s"
+            self.status.value = final[0]
             self.log(f"{desc} done in {elapsed:.1f} s")
 
         def finished() -> None:
+            if final[0]:
+                self.status.value = final[0]
             if self._pbar is not None:
                 self._pbar.close()
                 self._pbar = None
