@@ -440,8 +440,10 @@ def test_reader_model_file_shows_header_and_opens_restore(viewer, tmp_path, monk
     reader = get_reader(str(model))
     assert reader(str(model)) == [(None,)]
     assert infos and "tiny-test: mrbcr" in infos[0]
-    widgets = [w for w in viewer.window._dock_widgets.values()]
-    assert widgets, "the Restore widget was opened"
+    from sharpscope.napari._restore import RestoreWidget
+
+    opened = [w for w in viewer.window.dock_widgets.values() if isinstance(w, RestoreWidget)]
+    assert opened and opened[0].model_file.value == model
     assert get_reader(str(tmp_path / "notes.txt")) is None
 
 
@@ -468,3 +470,24 @@ def test_deconvolve_auto_options_follow_the_library_signature(viewer):
     w.method.value = "wiener"
     assert "iterations" not in w.options()
     assert w.options()["balance"] == (None if accepts_none("balance") else pytest.approx(1e-3))
+
+
+def test_deconvolve_automatic_stopping_is_the_default(viewer, qtbot, sample):
+    from sharpscope.napari._deconvolve import DeconvolveWidget, accepts_none
+
+    if not accepts_none("iterations"):
+        pytest.skip("this sharpscope's deconvolve has no automatic stopping")
+    import sharpscope
+
+    low, psf = sample["sample degraded"], sample["sample psf"]
+    w = DeconvolveWidget(viewer)
+    w.image.value = low
+    w.psf_source.value = "layer"
+    w.psf_layer.value = psf
+    w.method.value = "rl"
+    assert w.auto_iterations.value and w.options()["iterations"] is None
+    w.deconvolve()
+    wait_done(qtbot, w)
+    expect = sharpscope.deconvolve(low.data, psf.data, method="rl", iterations=None)
+    np.testing.assert_allclose(viewer.layers["sample degraded rl"].data, expect, rtol=1e-5, atol=1e-6)
+    assert "iterations" in w.log_box.value

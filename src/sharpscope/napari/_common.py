@@ -180,6 +180,10 @@ class Job:
         """A line for the widget's log."""
         self._queue.put(Progress(message=message))
 
+    def warn(self, message: str) -> None:
+        """A warning: a napari notification (``sharpscope: warning: ...``, as the CLI prints)."""
+        self._queue.put(Progress(data={"warning": message}))
+
 
 def _async_raise(thread: threading.Thread, exc_type: type[BaseException]) -> None:
     """Raise ``exc_type`` in ``thread`` at its next Python instruction."""
@@ -319,6 +323,13 @@ class SharpscopeWidget(Container):
             self.log(details.rstrip())
         show_error(message)
 
+    def warning(self, message: str) -> None:
+        from napari.utils.notifications import show_warning
+
+        message = message if message.startswith("sharpscope: ") else f"sharpscope: warning: {message}"
+        self.log(message)
+        show_warning(message)
+
     def info(self, message: str) -> None:
         from napari.utils.notifications import show_info
 
@@ -360,6 +371,9 @@ class SharpscopeWidget(Container):
 
         def yielded(item: Progress | None) -> None:
             if item is None or ended[0]:
+                return
+            if "warning" in item.data:
+                self.warning(str(item.data["warning"]))
                 return
             if item.total is not None and item.total > 0:
                 self.progress.max = int(item.total)

@@ -42,6 +42,17 @@ def accepts_none(name: str) -> bool:
     return param.default is None or "None" in str(param.annotation)
 
 
+def describe(info: Any) -> str:
+    """One log line about what :func:`sharpscope.deconvolve` chose (its ``DeconvolveInfo``)."""
+    its = tuple(getattr(info, "iterations", ()) or ())
+    rule = getattr(info, "rule", "")
+    if its:
+        span = str(its[0]) if min(its) == max(its) else f"{min(its)}-{max(its)}"
+        return f"{info.method}: {span} iterations ({rule}) over {len(its)} plane(s)"
+    balance = getattr(info, "balance", None)
+    return f"{info.method}: balance {'spectral default' if balance is None else f'{balance:.3g}'} ({rule})"
+
+
 class DeconvolveWidget(c.SharpscopeWidget):
     """Deconvolve an image layer with a PSF from a layer, a file or optics parameters."""
 
@@ -200,7 +211,11 @@ class DeconvolveWidget(c.SharpscopeWidget):
             from sharpscope.deconv import deconvolve
 
             job.report(0, 1, f"{opts['method']} on {data.shape}")
-            return deconvolve(data, psf, axes=axes, **opts)
+            if "return_info" not in inspect.signature(deconvolve).parameters:
+                return deconvolve(data, psf, axes=axes, **opts)
+            out, info = deconvolve(data, psf, axes=axes, return_info=True, **opts)
+            job.log(describe(info))
+            return out
 
         def done(out: np.ndarray) -> None:
             name = c.unique_name(self.viewer, f"{layer.name} {opts['method']}")

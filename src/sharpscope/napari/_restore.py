@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -206,9 +207,17 @@ class RestoreWidget(c.SharpscopeWidget):
             ) * (8 if tta else 1)
             from sharpscope.restore import Model
 
+            extra = {}
+            if "warn_range" in inspect.signature(Model.predict).parameters:
+                # the training-range check, shown as a napari warning instead of a Python one
+                message = model.check_range(data, axes)
+                if message is not None:
+                    job.warn(message)
+                extra["warn_range"] = False
             watched = Model(model.header, WatchedNetwork(model.network, job, total), model.path)
             return watched.predict(
-                data, axes=axes, tile=tile, overlap=overlap, batch_size=batch, device=device, tta=tta
+                data, axes=axes, tile=tile, overlap=overlap, batch_size=batch, device=device, tta=tta,
+                **extra,
             )
 
         def done(out: np.ndarray) -> None:
