@@ -182,3 +182,48 @@ def test_valid_range_round_trips_and_old_headers_load(tmp_path):
 
     with safe_open(str(plain), framework="pt") as f:
         assert "valid_range" not in json.loads(f.metadata()[METADATA_KEY])
+
+
+@pytest.mark.parametrize("channels", [6000, 200000])
+def test_lying_header_is_refused_before_allocating(tmp_path, channels, monkeypatch):
+    """A 1 MB file whose header asks for a huge network builds nothing real."""
+    import sharpscope.models.registry as registry
+
+    net = SRBCR()
+    path = tmp_path / "liar.safetensors"
+    tensors = {k: v.contiguous() for k, v in net.state_dict().items()}
+    _write_raw(path, tensors, {"sharpscope": json.dumps(_header(architecture="srbcr",
+                                                                hparams={"channels": channels}))})
+    built = []
+    real = registry._construct
+    monkeypatch.setattr(registry, "_construct", lambda a, h: built.append(torch.empty(0).device)
+                        or real(a, h))
+    with pytest.raises(ModelFormatError) as err:
+        load_network(path)
+    assert str(err.value).count("\n") == 0
+    assert ("does not match its header" in str(err.value)) or ("parameters" in str(err.value))
+    # only meta-device probes ran: torch.empty inside the probe context reports 'meta'
+    assert built and all(d.type == "meta" for d in built)
+
+
+def test_parameter_bound_and_meta_signature():
+    from sharpscope.errors import ConfigError
+    from sharpscope.models.registry import ARCHITECTURES, build_network, network_signature
+
+    for arch in ARCHITECTURES:  # the probe agrees with the real network, architecture by architecture
+        real = {k: (tuple(v.shape), v.dtype) for k, v in build_network(arch).state_dict().items()}
+        assert network_signature(arch) == real
+    with pytest.raises(ConfigError, match="more than the limit"):
+        build_network("mrbcr", channels=200000)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    net = SRBCR(**SMALL)
+    for bad in (float("nan"), float("inf")):
+        tensors = {k: v.clone().contiguous() for k, v in net.state_dict().items()}
+        key = sorted(tensors)[3]
+        tensors[key].view(-1)[0] = bad
+        path = tmp_path / "bad.safetensors"
+        _write_raw(path, tensors, {"sharpscope": json.dumps(_header(architecture="srbcr"))})
+        with pytest.raises(ModelFormatError, match="NaN or infinite"):
+            load_network(path)

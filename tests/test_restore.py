@@ -313,3 +313,37 @@ def test_restore_files_warns_per_file(tiny_model, tmp_path):
     assert str(caught[0].message).startswith(f"{tmp_path / 'b_noisy.tif'}: input looks outside")
     _, caught = _range_warnings(restore_files, [tmp_path / "*.tif"], tmp_path / "out2", model=tiny_model, device="cpu", warn_range=False)
     assert caught == []
+
+
+def test_boolean_images_are_restored_as_0_and_1(tiny_model):
+    mask = np.zeros((48, 40), bool)
+    mask[10:30, 8:20] = True
+    out = tiny_model.predict(mask, axes="YX", warn_range=False)
+    np.testing.assert_allclose(
+        out, tiny_model.predict(mask.astype(np.float32), axes="YX", warn_range=False)
+    )
+    assert out.dtype == np.float32 and out.shape == mask.shape
+
+
+def test_non_finite_prediction_is_an_error_and_writes_nothing(tiny_model, tmp_path):
+    import copy
+
+    import tifffile
+
+    from sharpscope.errors import ModelFormatError
+    from sharpscope.restore import restore_files
+
+    broken = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for p in broken.network.parameters():
+            p.fill_(float("nan"))
+    img = np.random.default_rng(0).random((48, 40)).astype(np.float32)
+    with pytest.raises(ModelFormatError, match="non-finite"):
+        broken.predict(img, axes="YX", warn_range=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    src = work / "in.tif"
+    tifffile.imwrite(src, img)
+    with pytest.raises(ModelFormatError):
+        restore_files([src], work / "out.tif", model=broken)
+    assert sorted(p.name for p in work.iterdir()) == ["in.tif"]

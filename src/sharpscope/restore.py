@@ -333,6 +333,8 @@ class Model:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         if dtype == "input" and arr.dtype.kind == "b":
             raise ConfigError("dtype='input' cannot keep a boolean image; use float32")
+        if arr.dtype.kind == "b":  # a mask: restore its 0/1 intensities
+            arr = arr.astype(np.float32)
         if arr.ndim < 2:
             raise AxesError(f"an image needs at least 2 dimensions (Y, X), got shape {arr.shape}")
         axes = guess_axes(arr.ndim) if axes is None else validate_axes(axes, arr.ndim)
@@ -382,6 +384,11 @@ class Model:
                 device=dev,
                 desc=label,
             )
+            if not np.isfinite(restored).all():
+                raise ModelFormatError(
+                    f"the network produced {int((~np.isfinite(restored)).sum())} non-finite "
+                    "pixels; the model is broken for this input (nothing was written)"
+                )
             out[c] = denormalize(restored, lo, hi)
 
         result = out.reshape(work.shape)

@@ -213,10 +213,6 @@ def _as_header(header: ModelHeader | dict) -> ModelHeader:
         raise ModelFormatError(f"invalid model header: {_one_line(exc)}") from None
 
 
-def _signature(net: nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    return {k: (tuple(v.shape), v.dtype) for k, v in net.state_dict().items()}
-
-
 def _compare(stored: dict, expected: dict, what: str) -> None:
     missing = sorted(set(expected) - set(stored))
     extra = sorted(set(stored) - set(expected))
@@ -230,6 +226,22 @@ def _compare(stored: dict, expected: dict, what: str) -> None:
             raise ModelFormatError(f"{what}: tensor {key!r} has shape {s_shape}, expected {shape}")
         if s_dtype != dtype:
             raise ModelFormatError(f"{what}: tensor {key!r} has dtype {s_dtype}, expected {dtype}")
+
+
+def check_finite_state(state: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse weights that hold NaN or infinite values (one-line ModelFormatError)."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ModelFormatError(f"{what}: tensor {key!r} holds NaN or infinite values")
+
+
+def _expected_signature(header: ModelHeader, what: str) -> dict:
+    from sharpscope.models.registry import network_signature
+
+    try:
+        return network_signature(header.architecture, **header.hparams)
+    except SharpscopeError as exc:
+        raise ModelFormatError(f"{what}: {exc}") from None
 
 
 def _build(header: ModelHeader, what: str) -> nn.Module:
@@ -278,7 +290,7 @@ def save_model(path: str | os.PathLike, network: nn.Module, header: ModelHeader 
     path = Path(path)
     header = _as_header(header)
     what = f"cannot save model {header.name!r}"
-    expected = _signature(_build(header, what))
+    expected = _expected_signature(header, what)
     tensors = {
         k: v.detach().to("cpu").clone().contiguous() for k, v in network.state_dict().items()
     }
@@ -372,8 +384,8 @@ def load_network(path: str | os.PathLike) -> tuple[ModelHeader, nn.Module]:
     with _open(path) as handle:
         header = _header_from(handle, path)
         what = f"{path} does not match its header"
-        net = _build(header, f"{path}")
-        expected = _signature(net)
+        # shapes first, from the header on the meta device: a lying header allocates nothing
+        expected = _expected_signature(header, f"{path}")
         try:
             keys = list(handle.keys())
             stored = {}
@@ -386,6 +398,8 @@ def load_network(path: str | os.PathLike) -> tuple[ModelHeader, nn.Module]:
             raise
         except Exception as exc:  # safetensors errors on a damaged data section
             raise ModelFormatError(f"{path}: cannot read weights ({exc})") from None
+    check_finite_state(state, f"{path}")
+    net = _build(header, f"{path}")
     net.load_state_dict(state, strict=True)
     net.eval()
     return header, net

@@ -8,8 +8,10 @@ it).  Model files name their architecture by its key here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from sharpscope.errors import ConfigError
@@ -18,7 +20,11 @@ from sharpscope.models.dncnn import DnCNN
 from sharpscope.models.mrbcr import MRBCR, SRBCR
 from sharpscope.models.unet import UNet
 
-__all__ = ["ARCHITECTURES", "build_network", "count_parameters"]
+__all__ = ["ARCHITECTURES", "MAX_PARAMETERS", "build_network", "count_parameters", "network_signature"]
+
+# No real restoration network comes near this (m-rBCR has 0.24 M): a header or config asking
+# for more is a typo or a hostile file, refused before any memory is allocated.
+MAX_PARAMETERS = 50_000_000
 
 # name -> callable(**hparams) -> nn.Module.  A plain dict: each architecture
 # module adds its own line here.
@@ -57,6 +63,11 @@ def build_network(arch: str, **hparams) -> nn.Module:
     >>> count_parameters(net), net.size_multiple
     (236630, 4)
     """
+    network_signature(arch, **hparams)  # sized on the meta device first: nothing allocated
+    return _construct(arch, hparams)
+
+
+def _construct(arch: str, hparams: dict) -> nn.Module:
     try:
         factory = ARCHITECTURES[arch]
     except (KeyError, TypeError):
@@ -68,6 +79,41 @@ def build_network(arch: str, **hparams) -> nn.Module:
         raise ConfigError(f"invalid hyper-parameters for {arch}: {exc}") from exc
     except ValueError as exc:
         raise ConfigError(f"invalid hyper-parameters for {arch}: {exc}") from exc
+
+
+def network_signature(arch: str, **hparams) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Names, shapes and dtypes of a network's state, without allocating it.
+
+    The network is built on PyTorch's ``meta`` device (shapes only, no memory),
+    so hyper-parameters from an untrusted header or config can be checked before
+    anything real is constructed.
+
+    Raises
+    ------
+    ConfigError
+        Unknown architecture, invalid hyper-parameters, or more than
+        :data:`MAX_PARAMETERS` parameters and buffers.
+
+    Examples
+    --------
+    >>> sig = network_signature("srbcr")
+    >>> sum(math.prod(shape) for shape, _ in sig.values())
+    62338
+    >>> network_signature("mrbcr", channels=200000)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    sharpscope.errors.ConfigError: mrbcr with these hyper-parameters has 1,760,009,390,102 ...
+    """
+    with torch.device("meta"):
+        probe = _construct(arch, hparams)
+    sig = {k: (tuple(v.shape), v.dtype) for k, v in probe.state_dict().items()}
+    total = sum(math.prod(shape) for shape, _ in sig.values())
+    if total > MAX_PARAMETERS:
+        raise ConfigError(
+            f"{arch} with these hyper-parameters has {total:,} parameters, more than the "
+            f"limit of {MAX_PARAMETERS:,}: not a model this library can hold"
+        )
+    return sig
 
 
 def count_parameters(net: nn.Module) -> int:
