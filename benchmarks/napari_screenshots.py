@@ -77,8 +77,8 @@ def main() -> None:
         w.psf_source.value = "layer"
         w.psf_layer.value = viewer.layers["sample psf"]
         w.method.value = "rl-accel"
-        w.auto_iterations.value = False
-        w.iterations.value = 20
+        if not w.auto_iterations.enabled:  # a sharpscope without automatic stopping
+            w.iterations.value = 10
         w.deconvolve()
 
     def simulate(w):
