@@ -478,3 +478,29 @@ def test_tiff_folder_holds_out_whole_files_for_validation(tmp_path):
             np.allclose(imgs[held][y : y + 32, x : x + 32], patch, atol=1e-5) for y in (0, 32) for x in (0, 32)
         )
     assert len(data.val_low) == 4
+
+
+def test_hostile_resume_checkpoint_and_config_are_refused(pairs_npz, reference_run, tmp_path):
+    """--resume with NaN weights or absurd hyper-parameters: one-line errors, nothing allocated."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    ckpt = run / CHECKPOINT_NAME
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(ckpt)
+    key = next(k for k in sorted(tensors) if k.startswith("model/"))
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[0] = float("nan")
+    save_file(tensors, str(ckpt), metadata=metadata)
+    with pytest.raises(ModelFormatError, match="NaN or infinite"):
+        train(_cfg(pairs_npz, run, steps=8), resume=True, progress=False)
+    with pytest.raises(ConfigError, match="more than the limit"):
+        train(_cfg(pairs_npz, tmp_path / "huge", **{"model.hparams": {**TINY, "channels": 200000}}),
+              progress=False)
+    assert not (tmp_path / "huge").exists()

@@ -789,7 +789,10 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     scaler: Any,
 ) -> None:
+    from sharpscope.models.format import check_finite_state
+
     model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+    check_finite_state(model_state, "checkpoint")
     try:
         net.load_state_dict(model_state, strict=True)
     except RuntimeError as exc:
