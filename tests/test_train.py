@@ -504,3 +504,25 @@ def test_hostile_resume_checkpoint_and_config_are_refused(pairs_npz, reference_r
         train(_cfg(pairs_npz, tmp_path / "huge", **{"model.hparams": {**TINY, "channels": 200000}}),
               progress=False)
     assert not (tmp_path / "huge").exists()
+
+
+def test_trained_model_records_the_range_it_was_trained_for(tmp_path):
+    """The header's valid_range is what the estimators measure on the training inputs."""
+    from sharpscope.estimate import calibrate_valid_range
+    from sharpscope.models.format import read_header
+
+    cfg = load_config(overrides={
+        "data.simulate": "mrbcr-widefield", "model.hparams": TINY, "steps": 1, "batch_size": 2,
+        "patch_size": 64, "val_every": 1, "val_size": 16, "out": str(tmp_path / "run"),
+        "plot": False, "device": "cpu",
+    })
+    res = train(cfg, progress=False)
+    vr = read_header(res.best_path).valid_range
+    assert vr is not None and vr.photons[0] < vr.photons[1] and 0 < vr.cutoff[0] < vr.cutoff[1] <= 0.5
+    # the mrbcr-widefield preset's Poisson gain is 0.01-0.05: 20-100 photons at the peak
+    assert 5 < vr.photons[0] and vr.photons[1] < 500
+    from sharpscope import data as D
+
+    val = D.SimulatedPatches("mrbcr-widefield", 64, seed=cfg.seed, stream=1, augment=None)
+    low, _ = D.stack_samples(val, range(16))
+    assert calibrate_valid_range(list(low[:, 0].numpy())) == vr

@@ -55,7 +55,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import nn
 
-from sharpscope.errors import ConfigError, InputError
+from sharpscope.errors import ConfigError, InputError, SharpscopeError
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -852,6 +852,24 @@ def _split_rows(images: Any, fraction: float, patch_size: int) -> tuple[Any, Any
     return PairedImages(tr_l, tr_g, tr_n), PairedImages(va_l, va_g, va_n)
 
 
+def _training_range(val_low: torch.Tensor, norm: tuple[float, float]) -> Any:
+    """The model header's ``valid_range``: the estimators run on the validation inputs.
+
+    The validation patches are drawn like the training ones, so the range of their
+    estimated noise and cut-off is what the run-time check of ``restore`` compares an
+    input with (:func:`sharpscope.estimate.calibrate_valid_range`).
+    """
+    from sharpscope.estimate import calibrate_valid_range
+
+    images = [p for p in val_low[:, 0].cpu().numpy() if float(p.max()) > float(p.min())]
+    if len(images) < 8:  # too few to say anything
+        return None
+    try:
+        return calibrate_valid_range(images, pmin=norm[0], pmax=norm[1])
+    except SharpscopeError:
+        return None
+
+
 def _build_data(config: TrainConfig) -> _Data:
     from sharpscope import data as D
 
@@ -1273,6 +1291,7 @@ def _train(
     # the percentiles prediction must use: those the training inputs were normalised with
     norm = data.normalization or (config.data.pmin, config.data.pmax)
     val_low, val_gt = data.val_low.to(device), data.val_gt.to(device)
+    valid_range = _training_range(data.val_low, norm)
 
     step = 0
     best = {"metric": None, "step": 0, "val_psnr": math.nan, "val_loss": math.nan}
@@ -1367,6 +1386,7 @@ def _train(
             ),
             license=config.license,
             training=cfg_json,
+            valid_range=valid_range,
         )
         save_model(best_path, net, header)
 
