@@ -1,0 +1,215 @@
+"""TIFF, ImageJ hyperstack and OME-TIFF reading and writing (through tifffile)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sharpscope.errors import AxesError, InputError
+from sharpscope.io._common import _META_KEY, _one_line, _to_float, _unit_to_um
+from sharpscope.io.axes import SPATIAL_AXES
+
+
+class _Collect(logging.Handler):
+    """Collects log records (tifffile logs problems instead of raising)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(" ".join(record.getMessage().split()))
+
+
+@contextlib.contextmanager
+def _quiet_tifffile(p: Path) -> Iterator[None]:
+    """Keep tifffile's log messages off stderr; add them to a read error instead."""
+    log = logging.getLogger("tifffile")
+    handler = _Collect()
+    old_propagate = log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield
+    except InputError as exc:
+        if handler.messages:
+            raise InputError(f"{exc} ({handler.messages[-1]})") from None
+        raise
+    except (AxesError, MemoryError):
+        raise
+    except Exception as exc:
+        detail = f" ({handler.messages[-1]})" if handler.messages else ""
+        raise InputError(f"cannot read {p}: {_one_line(exc)}{detail}") from None
+    finally:
+        log.removeHandler(handler)
+        log.propagate = old_propagate
+
+
+def _read_tiff(p: Path, key: str | None):
+    with _quiet_tifffile(p):
+        return _read_tiff_quietly(p)
+
+
+def _read_tiff_quietly(p: Path):
+    import tifffile
+
+    with tifffile.TiffFile(p) as tif:
+        if not tif.series:
+            raise InputError(f"{p}: the TIFF file holds no image")
+        series = tif.series[0]
+        raw_axes = series.axes.upper()
+        data = series.asarray()
+        page = series.pages[0] if series.pages else tif.pages[0]
+        pixel_size: dict[str, float] = {}
+        meta: dict[str, Any] = {"format": "tiff"}
+        shaped_meta = None
+        if len(tif.series) > 1:
+            meta["n_series"] = len(tif.series)
+
+        if tif.is_ome and tif.ome_metadata:
+            meta["format"] = "ome-tiff"
+            pixel_size = _ome_pixel_size(tif.ome_metadata)
+        elif tif.is_imagej:
+            meta["format"] = "imagej"
+            ij = tif.imagej_metadata or {}
+            scale = _unit_to_um(ij.get("unit"))
+            if scale is not None:
+                res = _page_resolution(page)
+                if res is not None:
+                    pixel_size["X"] = scale / res[0]
+                    pixel_size["Y"] = scale / res[1]
+                spacing = _to_float(ij.get("spacing"))
+                if spacing is not None and "Z" in raw_axes:
+                    pixel_size["Z"] = spacing * scale
+        else:
+            if tif.is_shaped and tif.shaped_metadata:
+                shaped_meta = tif.shaped_metadata[0]
+            if isinstance(shaped_meta, dict) and isinstance(shaped_meta.get(_META_KEY), dict):
+                stored = shaped_meta[_META_KEY].get("pixel_size_um", {})
+                for k, v in dict(stored).items():
+                    f = _to_float(v)
+                    if f is not None and str(k).upper() in SPATIAL_AXES:
+                        pixel_size[str(k).upper()] = f
+            else:
+                pixel_size = _resolution_pixel_size(page)
+
+    # shaped TIFFs written by write_image name the axes in our alphabet
+    literal = (
+        isinstance(shaped_meta, dict)
+        and isinstance(shaped_meta.get(_META_KEY), dict)
+        and shaped_meta[_META_KEY].get("axes") == raw_axes
+    )
+    if literal:
+        pixel_size = {k: v for k, v in pixel_size.items() if k in raw_axes}
+        return data, raw_axes, pixel_size, meta, True
+    # pixel sizes are keyed by the file's letters; Y/X/Z are kept by _map_tiff_axes
+    return data, raw_axes, pixel_size, meta, False
+
+
+def _page_resolution(page: Any) -> tuple[float, float] | None:
+    try:
+        xres, yres = page.resolution
+    except Exception:
+        return None
+    x, y = _to_float(xres), _to_float(yres)
+    if x is None or y is None:
+        return None
+    return x, y
+
+
+def _resolution_pixel_size(page: Any) -> dict[str, float]:
+    """Pixel size from TIFF resolution tags when their unit is inch or cm."""
+    res = _page_resolution(page)
+    if res is None:
+        return {}
+    try:
+        unit = int(page.resolutionunit)
+    except Exception:
+        return {}
+    per_unit_um = {2: 25400.0, 3: 1e4}.get(unit)
+    if per_unit_um is None:
+        return {}
+    return {"X": per_unit_um / res[0], "Y": per_unit_um / res[1]}
+
+
+def _ome_pixel_size(xml: str) -> dict[str, float]:
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return {}
+    for elem in root.iter():
+        if elem.tag.rsplit("}", 1)[-1] == "Pixels":
+            out: dict[str, float] = {}
+            for ax in SPATIAL_AXES:
+                value = _to_float(elem.get(f"PhysicalSize{ax}"))
+                scale = _unit_to_um(elem.get(f"PhysicalSize{ax}Unit", "µm"))
+                if value is not None and scale is not None:
+                    out[ax] = value * scale
+            return out
+    return {}
+
+
+def _is_subsequence(axes: str, order: str) -> bool:
+    it = iter(order)
+    return all(a in it for a in axes)
+
+
+def _write_tiff(tmp, arr, axes, px, key, prepared=None):
+    imagej = (
+        _is_subsequence(axes, "TZCYX")
+        and arr.dtype in (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+        # ImageJ keeps X/Y sizes in the resolution tags and one unit for all:
+        # a pixel size for Z alone (or X without Y) goes to a shaped TIFF
+        and (not px or ("X" in px and "Y" in px))
+    )
+    if tmp is None:
+        return imagej
+    import tifffile
+
+    bigtiff = arr.nbytes > 2**32 - 2**26
+    if imagej and not bigtiff:
+        metadata: dict[str, Any] = {"axes": axes}
+        kwargs: dict[str, Any] = {}
+        if px:
+            metadata["unit"] = "um"
+            if "Z" in px:
+                metadata["spacing"] = px["Z"]
+            if "X" in px and "Y" in px:
+                kwargs["resolution"] = (1.0 / px["X"], 1.0 / px["Y"])
+        tifffile.imwrite(tmp, arr, imagej=True, metadata=metadata, **kwargs)
+        return None
+    rgb = axes.endswith("C") and arr.shape[-1] in (3, 4) and arr.dtype in (
+        np.dtype(np.uint8),
+        np.dtype(np.uint16),
+    )
+    kwargs = {"photometric": "rgb" if rgb else "minisblack"}
+    if "X" in px and "Y" in px:
+        kwargs["resolution"] = (1e4 / px["X"], 1e4 / px["Y"])
+        kwargs["resolutionunit"] = "CENTIMETER"
+    info = {_META_KEY: {"axes": axes, "pixel_size_um": px}}
+    tifffile.imwrite(
+        tmp, arr, metadata={"axes": axes, **info}, bigtiff=bigtiff, **kwargs
+    )
+    return None
+
+
+def _write_ome(tmp, arr, axes, px, key, prepared=None):
+    if "S" in axes:
+        raise AxesError("OME-TIFF has no sample axis 'S'; write .tif or .npz instead")
+    if tmp is None:
+        return None
+    import tifffile
+
+    metadata: dict[str, Any] = {"axes": axes}
+    for ax, size in px.items():
+        metadata[f"PhysicalSize{ax}"] = size
+        metadata[f"PhysicalSize{ax}Unit"] = "µm"
+    bigtiff = arr.nbytes > 2**32 - 2**26
+    tifffile.imwrite(tmp, arr, ome=True, metadata=metadata, bigtiff=bigtiff)
+    return None
