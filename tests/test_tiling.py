@@ -161,3 +161,24 @@ def test_published_weights_tiled_matches_untiled(tmp_path):
     # a too small overlap is visibly worse: the test can fail
     out = predict_tiled(fn, image, tile=(64, 128), overlap=(0, 32))
     assert np.abs(out - full).max() / np.ptp(full) > 1e-3
+
+
+def test_a_preferred_overlap_shrinks_to_fit_the_tile():
+    from sharpscope.tiling import PreferredOverlap, fit_overlap
+
+    assert fit_overlap(512, 160, 4) == 160 and fit_overlap(128, 160, 4) == 64 and fit_overlap(30, 40, 4) == 12
+    image = np.random.default_rng(3).random((70, 90)).astype(np.float32)
+    calls = []
+
+    def fn(t):
+        calls.append(tuple(t.shape))
+        return t + 1
+
+    out = predict_tiled(fn, image, tile=32, overlap=PreferredOverlap(40), multiple=4)
+    np.testing.assert_allclose(out, image + 1, atol=1e-6)
+    with pytest.raises(ConfigError, match="overlap"):
+        predict_tiled(fn, image, tile=32, overlap=40)  # a plain int is a demand
+    # a wish larger than the tile is irrelevant when the image fits in one tile
+    calls.clear()
+    predict_tiled(fn, image[:20, :24], tile=32, overlap=PreferredOverlap(160), multiple=4)
+    assert calls == [(1, 1, 20, 24)]

@@ -15,7 +15,6 @@ network output is mapped back with the inverse transform.
 
 from __future__ import annotations
 
-import glob
 import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -26,27 +25,33 @@ import numpy as np
 import torch
 from torch import nn
 
+from sharpscope.batch import BatchResult, expand_inputs, plan_outputs, run_batch
 from sharpscope.errors import (
     AxesError,
     ConfigError,
     InputError,
     ModelFormatError,
     RangeWarning,
-    SharpscopeError,
 )
 from sharpscope.io import (
-    WRITE_SUFFIXES,
     Image,
     guess_axes,
-    is_image_file,
     read_image,
     validate_axes,
     write_image,
 )
 from sharpscope.normalize import denormalize, normalize, percentiles
-from sharpscope.tiling import predict_tiled
+from sharpscope.tiling import PreferredOverlap, predict_tiled
 
-__all__ = ["Model", "check_finite", "load_model", "resolve_device", "restore_files"]
+__all__ = [
+    "Model",
+    "check_finite",
+    "expand_inputs",
+    "load_model",
+    "plan_outputs",
+    "resolve_device",
+    "restore_files",
+]
 
 DTYPES = ("float32", "input")
 # the range check estimates noise and resolution on at most this central square of one plane
@@ -254,8 +259,10 @@ class Model:
         return None
 
     def _tile_defaults(self) -> tuple[int, int]:
+        """Header tile size and overlap; the overlap shrinks to fit a smaller tile."""
         tile = _field(self.header, "tile")
-        return int(_field(tile, "size", 256)), int(_field(tile, "overlap", 32))
+        overlap = PreferredOverlap(int(_field(tile, "overlap", 32)))
+        return int(_field(tile, "size", 256)), overlap
 
     def predict(
         self,
@@ -496,124 +503,47 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str =
 # ------------------------------------------------------------------- files
 
 
-def _has_magic(text: str) -> bool:
-    return any(ch in text for ch in "*?[")
-
-
-def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Files named by paths, folders (their supported images) and globs.
-
-    Raises
-    ------
-    InputError
-        An input that matches nothing, or no inputs at all.
-
-    Examples
-    --------
-    >>> expand_inputs(["data/*.tif"])  # doctest: +SKIP
-    [PosixPath('data/a.tif'), PosixPath('data/b.tif')]
-    """
-    files: list[Path] = []
-    for item in inputs:
-        text = os.fspath(item)
-        p = Path(text)
-        if p.is_dir():
-            found = sorted(
-                q for q in p.iterdir() if q.is_file() and not q.name.startswith(".") and is_image_file(q)
-            )
-            if not found:
-                raise InputError(f"{p}: folder contains no supported images")
-            files.extend(found)
-        elif p.exists():
-            files.append(p)
-        elif _has_magic(text):
-            found = sorted(Path(m) for m in glob.glob(text) if Path(m).is_file() and is_image_file(m))
-            if not found:
-                raise InputError(f"{text}: no images match")
-            files.extend(found)
-        else:
-            raise InputError(f"{p}: no such file")
-    unique: list[Path] = []
-    seen: set[Path] = set()
-    for f in files:
-        key = f.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(f)
-    if not unique:
-        raise InputError("no input images given")
-    return unique
-
-
-def _output_name(src: Path) -> str:
-    name = src.name
-    lower = name.lower()
-    for ome in (".ome.tif", ".ome.tiff"):
-        if lower.endswith(ome):
-            return f"{name[: -len(ome)]}_restored.ome.tif"
-    return f"{src.stem}_restored.tif"
-
-
-def plan_outputs(files: Sequence[Path], output: str | os.PathLike[str]) -> list[Path]:
-    """Destination of each input: ``OUT`` itself, or ``OUT/<stem>_restored.tif``.
-
-    One input and an ``OUT`` with a file suffix that is not an existing folder
-    (nor ends with a path separator): ``OUT`` is the output file.  Otherwise
-    ``OUT`` is a folder (created when missing).
-
-    Raises
-    ------
-    InputError
-        ``OUT`` is an existing file while several inputs are given, two inputs
-        map to the same output, or an output would overwrite its input.
-    """
-    text = os.fspath(output)
-    out = Path(text)
-    as_dir = out.is_dir() or text.endswith(("/", os.sep)) or not out.suffix or len(files) > 1
-    if as_dir:
-        if out.exists() and not out.is_dir():
-            raise InputError(f"{out}: exists and is not a folder (several inputs need a folder)")
-        dests = [out / _output_name(f) for f in files]
-    else:
-        if not out.name.lower().endswith(WRITE_SUFFIXES):
-            raise InputError(
-                f"{out}: cannot write this file type (supported: {', '.join(WRITE_SUFFIXES)})"
-            )
-        dests = [out]
-    seen: dict[Path, Path] = {}
-    for src, dst in zip(files, dests, strict=True):
-        key = dst.resolve()
-        if key in seen:
-            raise InputError(f"{seen[key]} and {src} would both be written to {dst}")
-        if key == src.resolve():
-            raise InputError(f"{dst}: output would overwrite its input")
-        seen[key] = src
-    return dests
-
-
 def restore_files(
     inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     output: str | os.PathLike[str],
     model: Model | str | os.PathLike[str] | None = None,
     axes: str | None = None,
+    *,
+    suffix: str = "_restored",
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    fail_fast: bool = False,
+    log: Callable[[str], None] | None = None,
     **kw: Any,
-) -> list[Path]:
-    """Restore image files and write the results.
+) -> BatchResult:
+    """Restore image files and write the results (``sharpscope restore``).
 
     Parameters
     ----------
     inputs : path-like or iterable of them
-        Image files, folders (every supported image directly inside) and glob
-        patterns.
+        Image files, folders (every supported image below them, sub-folders
+        included) and glob patterns.
     output : path-like
-        With one input: the output file (its suffix picks the format), or a
-        folder (an existing one, a path ending in ``/``, or a name without
-        suffix).  With several: a folder (created when missing).  Files in a folder are named
-        ``<stem>_restored.tif`` (``.ome.tif`` for OME inputs).
+        With one input file: the output file (its suffix picks the format),
+        or a folder (an existing one, a path ending in ``/``, or a name
+        without suffix).  With several: a folder (created when missing).
+        Files in a folder are named ``<stem><suffix>.tif`` (``.ome.tif`` for
+        OME inputs); files found in an input folder keep their sub-folder.
     model : Model, str or path-like, optional
         A loaded :class:`Model` or what :func:`load_model` takes.
     axes : str, optional
         Axes override for every input.
+    suffix : str
+        Appended to the stem of each result in an output folder.
+    overwrite, skip_existing : bool
+        What to do with results that already exist in an output folder
+        (without either, nothing is computed and the error names them).
+        Replacing an input itself always needs ``overwrite``.
+    fail_fast : bool
+        Stop at the first file that fails (default: go on with the others and
+        raise :class:`~sharpscope.batch.BatchError` at the end).
+    log : callable, optional
+        Receives one line per failed file.
     **kw
         Passed to :meth:`Model.predict` (``tile``, ``overlap``,
         ``batch_size``, ``device``, ``progress``, ``dtype``, ``tta``,
@@ -623,50 +553,67 @@ def restore_files(
 
     Returns
     -------
-    list of pathlib.Path
-        The written files, in input order.  Each is written atomically; on an
-        error no partial file is left (files finished earlier remain).
+    BatchResult
+        The written files (a list of paths, in input order) with ``done``,
+        ``skipped``, ``failed``, ``seconds`` and ``summary()``.  Each file is
+        written atomically: a failure never leaves a partial file.
 
     Raises
     ------
     SharpscopeError
-        The message names the offending file.
+        The message names the offending file; see
+        :func:`sharpscope.batch.run_batch`.
 
     Examples
     --------
-    >>> restore_files(["raw/*.tif"], "restored/", model="my.safetensors")  # doctest: +SKIP
-    [PosixPath('restored/a_restored.tif'), PosixPath('restored/b_restored.tif')]
+    >>> import numpy as np
+    >>> from sharpscope.io import write_image
+    >>> rng = np.random.default_rng(0)
+    >>> _ = write_image("raw/a.tif", rng.poisson(50, (64, 64)).astype("uint16"), "YX")
+    >>> _ = write_image("raw/day2/b.tif", rng.poisson(50, (48, 80)).astype("uint16"), "YX")
+    >>> result = restore_files("raw/", "restored/", device="cpu")
+    >>> [str(p) for p in result]
+    ['restored/a_restored.tif', 'restored/day2/b_restored.tif']
+    >>> restore_files("raw/", "restored/", skip_existing=True).summary()  # doctest: +ELLIPSIS
+    '0 done, 2 skipped, 0 failed in ... s'
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    files = expand_inputs(inputs)
-    dests = plan_outputs(files, output)
     if axes is not None:
         validate_axes(axes, len(axes.strip()))
-    device = kw.get("device", "auto")
-    if not isinstance(model, Model):
-        model = load_model(model, device=device)
-    if kw.get("dtype", "float32") not in DTYPES:
-        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {kw['dtype']!r}")
-    if kw.get("dtype", "float32") == "float32":
-        for dst in dests:
-            if dst.name.lower().endswith((".png", ".jpg", ".jpeg")):
-                raise InputError(
-                    f"{dst}: PNG/JPEG cannot store float32 results; write .tif or use dtype 'input'"
-                )
+    dtype = kw.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     desc = kw.pop("desc", None)
     warn_range = kw.pop("warn_range", True)
-    written: list[Path] = []
-    for src, dst in zip(files, dests, strict=True):
+    loaded: list[Model] = [model] if isinstance(model, Model) else []
+
+    def check(dests: Sequence[Path]) -> None:
+        if dtype == "float32":
+            for dst in dests:
+                if dst.name.lower().endswith((".png", ".jpg", ".jpeg")):
+                    raise InputError(
+                        f"{dst}: PNG/JPEG cannot store float32 results; write .tif or pass "
+                        "--dtype input (dtype='input')"
+                    )
+        if not loaded:
+            loaded.append(load_model(model, device=kw.get("device", "auto")))
+
+    def work(src: Path, dst: Path) -> Path:
+        net = loaded[0]
         img = read_image(src, axes=axes)
-        try:
-            message = model.check_range(img.data, img.axes) if warn_range else None
-            if message is not None:
-                warnings.warn(f"{src}: {message}", RangeWarning, stacklevel=2)
-            restored = model.predict(
-                img.data, axes=img.axes, desc=desc or src.name, warn_range=False, **kw
-            )
-        except SharpscopeError as exc:
-            raise type(exc)(f"{src}: {exc}") from None
-        written.append(write_image(dst, restored, img.axes, pixel_size=img.pixel_size))
-    return written
+        message = net.check_range(img.data, img.axes) if warn_range else None
+        if message is not None:
+            warnings.warn(f"{src}: {message}", RangeWarning, stacklevel=4)
+        restored = net.predict(img.data, axes=img.axes, desc=desc or src.name, warn_range=False, **kw)
+        return write_image(dst, restored, img.axes, pixel_size=img.pixel_size)
+
+    return run_batch(
+        inputs,
+        output,
+        work,
+        suffix=suffix,
+        overwrite=overwrite,
+        skip_existing=skip_existing,
+        fail_fast=fail_fast,
+        check=check,
+        log=log,
+    )

@@ -43,6 +43,40 @@ MARGIN = 0.375
 """Fraction of an overlap, on each side, kept at :data:`FLOOR` before the ramp starts."""
 
 
+class PreferredOverlap(int):
+    """An overlap that is a wish, not a demand: reduced when the tile is too small for it.
+
+    A model header's overlap is what the network's receptive field needs;
+    when a user asks only for a smaller tile, :func:`predict_tiled` keeps
+    the wish where it fits and otherwise uses :func:`fit_overlap`.  An
+    overlap given as a plain ``int`` is used as it is (or refused).
+
+    Examples
+    --------
+    >>> PreferredOverlap(160) == 160
+    True
+    """
+
+
+def fit_overlap(tile: int, overlap: int, multiple: int = 1) -> int:
+    """The overlap to use with tiles of ``tile`` pixels when ``overlap`` is wished for.
+
+    ``overlap`` itself when it is at most half the tile; else half the tile,
+    rounded down to ``multiple`` (each pixel is then computed about four
+    times, instead of the sixteen or more of a nearly full overlap).
+
+    Examples
+    --------
+    >>> fit_overlap(512, 160), fit_overlap(128, 160, 4), fit_overlap(100, 96, 8)
+    (160, 64, 48)
+    """
+    tile, overlap, multiple = int(tile), int(overlap), max(1, int(multiple))
+    half = ((tile // multiple) * multiple) // 2
+    if overlap <= half:
+        return overlap
+    return max(0, (half // multiple) * multiple)
+
+
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     if isinstance(value, (int, np.integer)):
         out = (int(value), int(value))
@@ -170,7 +204,10 @@ def predict_tiled(
         is processed as one tile of its own (padded) size.
     overlap : int or (int, int)
         Minimum overlap between neighbouring tiles; should cover the
-        function's receptive field for seamless results.
+        function's receptive field for seamless results.  A
+        :class:`PreferredOverlap` (what a model header gives) is reduced by
+        :func:`fit_overlap` when the tile is too small for it; a plain int
+        must be smaller than the tile.
     batch_size : int
         Tiles per call of ``fn``; bounds the memory used.
     multiple : int
@@ -206,12 +243,15 @@ def predict_tiled(
     if squeeze:
         arr = arr[None]
     th, tw = _pair(tile, "tile")
+    preferred = isinstance(overlap, PreferredOverlap)
     oh, ow = _pair(overlap, "overlap")
     multiple = int(multiple)
     if multiple < 1:
         raise ConfigError(f"multiple must be >= 1, got {multiple}")
     if min(th, tw) < 1:
         raise ConfigError(f"tile size must be positive, got {tile!r}")
+    if preferred:
+        oh, ow = fit_overlap(th, oh, multiple), fit_overlap(tw, ow, multiple)
     if min(oh, ow) < 0:
         raise ConfigError(f"overlap must be >= 0, got {overlap!r}")
     if oh >= th or ow >= tw:

@@ -34,3 +34,92 @@ def number(positive: bool = False) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+# ------------------------------------------------------------- shared vocabulary
+
+
+def add_output(p: argparse.ArgumentParser, help: str, required: bool = True, **kw) -> None:
+    """``-o/--output`` (``--out`` is an alias kept for older scripts)."""
+    p.add_argument("-o", "--output", "--out", dest="output", required=required, help=help, **kw)
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    """``-q/--quiet``: only results, warnings and errors."""
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only results, warnings and errors (no progress, notes or summaries)",
+    )
+
+
+def add_progress(p: argparse.ArgumentParser, default: bool) -> None:
+    """``--progress/--no-progress`` with the command's default."""
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=default,
+        help=f"show a progress bar on stderr (default: {'on' if default else 'off'})",
+    )
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    """``--json``: one machine-readable JSON document on stdout."""
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: CPU threads of the computation."""
+    p.add_argument(
+        "--threads",
+        type=integer(1),
+        default=None,
+        metavar="N",
+        help="CPU threads (default: OMP_NUM_THREADS if set, else the physical cores; "
+        "never more than the cores)",
+    )
+
+
+def add_batch(p: argparse.ArgumentParser, suffix: str) -> None:
+    """The options of commands that take many files (``restore``, ``deconvolve``)."""
+    g = p.add_argument_group("many files")
+    g.add_argument(
+        "--suffix",
+        default=suffix,
+        metavar="TEXT",
+        help=f"appended to each result's name in an output folder (default: {suffix})",
+    )
+    how = g.add_mutually_exclusive_group()
+    how.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace results that exist (needed to write over an input)",
+    )
+    how.add_argument(
+        "--skip-existing", action="store_true", help="leave existing results and skip their inputs"
+    )
+    g.add_argument(
+        "--fail-fast", action="store_true", help="stop at the first file that fails"
+    )
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether to draw progress bars: ``--progress`` and not ``--quiet`` or ``--json``."""
+    return bool(getattr(args, "progress", False)) and not getattr(args, "quiet", False)
+
+
+def note(args: argparse.Namespace, message: str) -> None:
+    """A ``sharpscope: ...`` line on stderr, unless ``--quiet``."""
+    if not getattr(args, "quiet", False):
+        import sys
+
+        print(f"sharpscope: {message}", file=sys.stderr, flush=True)
+
+
+def setup_compute(args: argparse.Namespace) -> int:
+    """Apply ``--threads`` and tune the allocator; returns the thread count."""
+    from sharpscope.runtime import set_threads, tune_allocator
+
+    tune_allocator()
+    return set_threads(getattr(args, "threads", None))

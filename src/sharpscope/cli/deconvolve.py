@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from typing import Any
 
-from sharpscope.cli._args import integer, number
+from sharpscope.cli._args import (
+    add_batch,
+    add_json,
+    add_output,
+    add_progress,
+    add_quiet,
+    add_threads,
+    integer,
+    note,
+    number,
+    setup_compute,
+    show_progress,
+)
 
 # the same names as sharpscope.deconv.METHODS / BOUNDARIES (kept here so that
 # building the parser does not import torch)
@@ -30,13 +41,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "deconvolve",
         help="Richardson-Lucy (plain, accelerated, TV) or Wiener deconvolution with a PSF file",
         description=(
-            "Deconvolve INPUT with the PSF in PSF.tif (normalised to sum 1). A 2-D PSF works "
-            "plane by plane over every other axis, a 3-D PSF over Z, Y, X. The output keeps "
-            "the input's shape, axes and pixel size (float32)."
+            "Deconvolve each INPUT with the PSF in PSF.tif (normalised to sum 1). A 2-D PSF "
+            "works plane by plane over every other axis, a 3-D PSF over Z, Y, X. The output "
+            "keeps the input's shape, axes and pixel size (float32). INPUTs are files, folders "
+            "and globs, named in an output folder as by 'sharpscope restore' (suffix "
+            "_deconvolved)."
         ),
     )
-    p.add_argument("input", metavar="INPUT", help="image file")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output image file")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    add_output(p, help="output file or folder", metavar="OUT")
     p.add_argument("--psf", required=True, metavar="PSF.tif", help="PSF image file (YX or ZYX)")
     p.add_argument("--method", choices=METHODS, default="rl", help="algorithm (default: rl)")
     p.add_argument(
@@ -68,32 +81,43 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="B",
         help="Wiener balance (default: auto, the parametric filter from the image's spectrum)",
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)"
+    )
+    add_threads(p)
+    add_batch(p, "_deconvolved")
+    add_progress(p, default=False)
+    add_quiet(p)
+    add_json(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Handle ``sharpscope deconvolve``."""
-    from sharpscope.deconv import deconvolve
-    from sharpscope.io import read_image, write_image
+    from sharpscope.batch import deconvolve_files
+    from sharpscope.cli.restore import run_batch_command
 
-    image = read_image(args.input, axes=args.axes)
-    psf = read_image(args.psf)
-    out, info = deconvolve(
-        image.data,
-        psf.data,
-        method=args.method,
-        iterations=args.iterations,
-        axes=image.axes,
-        boundary=args.boundary,
-        tv_weight=args.tv_weight,
-        balance=args.balance,
-        device=args.device,
-        return_info=True,
-    )
-    if info.rule != "fixed":
-        print(f"sharpscope: {info.summary()}", file=sys.stderr)
-    path = write_image(args.output, out, image.axes, pixel_size=image.pixel_size)
-    print(path)
-    sys.stdout.flush()
-    return 0
+    setup_compute(args)
+
+    def call(log):
+        return deconvolve_files(
+            args.inputs,
+            args.output,
+            args.psf,
+            method=args.method,
+            iterations=args.iterations,
+            axes=args.axes,
+            boundary=args.boundary,
+            tv_weight=args.tv_weight,
+            balance=args.balance,
+            device=args.device,
+            progress=show_progress(args),
+            suffix=args.suffix,
+            overwrite=args.overwrite,
+            skip_existing=args.skip_existing,
+            fail_fast=args.fail_fast,
+            log=log,
+            report=lambda line: note(args, line),
+        )
+
+    return run_batch_command(args, call, "deconvolve:")

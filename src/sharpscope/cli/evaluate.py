@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from sharpscope.cli._args import number
+from sharpscope.cli._args import add_json, add_quiet, add_threads, number, setup_compute
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("pred", metavar="PRED", help="restored image file")
     p.add_argument("gt", metavar="GT", help="ground-truth image file")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_json(p)
     p.add_argument("--fit", action="store_true", help="affine-fit PRED to normalised GT first")
     p.add_argument(
         "--frc-plot", default=None, metavar="PNG", help="write the FRC curve (with the 1/7 line)"
@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--pred-key", default=None, help="array name in an .npz PRED (e.g. low)")
     p.add_argument("--gt-key", default=None, help="array name in an .npz GT (e.g. gt)")
+    add_threads(p)
+    add_quiet(p)
     p.set_defaults(func=run)
 
 
@@ -50,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from sharpscope.io import read_image
     from sharpscope.metrics import evaluate, plot_frc
 
+    setup_compute(args)
     pred = read_image(args.pred, axes=args.axes, key=args.pred_key)
     gt = read_image(args.gt, axes=args.axes, key=args.gt_key)
     if pred.shape != gt.shape:
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"NRMSE           {m['nrmse']:.5f}")
         print(f"FRC resolution  {res} at threshold 1/7")
         print(f"entropy         PRED {m['entropy_pred']:.3f} bits, GT {m['entropy_gt']:.3f} bits")
-        if args.fit:
+        if args.fit and not args.quiet:
             print("(PRED affine-fitted to percentile-normalised GT)")
         if args.frc_plot:
             print(f"FRC curve       {args.frc_plot}")

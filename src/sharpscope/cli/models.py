@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+
+from sharpscope.cli._args import add_json, add_quiet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,13 +36,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace an existing model file of that name"
     )
+    add_quiet(p)
     p.set_defaults(func=_import_debcr)
 
     q = subparsers.add_parser(
         "models",
         help="list bundled and imported models",
-        description="List the bundled and user models, one line each: name, source, description.",
+        description=(
+            "List the bundled and user models, one line each: name, source, description "
+            "(--json: a list of objects with name, source, path and description). "
+            "User models live in $SHARPSCOPE_HOME/models, else ~/.local/share/sharpscope/models."
+        ),
     )
+    add_json(q)
+    add_quiet(q)
     q.set_defaults(func=_list_models)
 
 
@@ -47,7 +57,7 @@ def _import_debcr(args: argparse.Namespace) -> int:
     from sharpscope.models.debcr_import import import_debcr
 
     path = import_debcr(args.ckpt_prefix, out=args.output, name=args.name, overwrite=args.overwrite)
-    print(f"wrote {path}")
+    print(path if args.quiet else f"wrote {path}")
     return 0
 
 
@@ -55,6 +65,13 @@ def _list_models(args: argparse.Namespace) -> int:
     from sharpscope.models.store import bundled_dir, list_models, user_dir
 
     models = list_models()
+    if args.json:
+        rows = [
+            {"name": m.name, "source": m.source, "path": str(m.path), "description": m.description}
+            for m in models
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
     if not models:
         print(f"no models found (bundled: {bundled_dir()}, user: {user_dir()})")
         return 0

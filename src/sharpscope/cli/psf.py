@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sharpscope.cli._args import integer, number
+from sharpscope.cli._args import add_output, add_quiet, add_threads, integer, number, setup_compute
 from sharpscope.errors import ConfigError
 
 
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "ZYX, pixel size in the metadata). See docs/physics.md for the conventions."
         ),
     )
-    p.add_argument("-o", "--output", required=True, metavar="PSF.tif", help="output image file")
+    add_output(p, help="output image file", metavar="PSF.tif")
     g = p.add_argument_group("optics")
     g.add_argument("--na", type=number(), metavar="NA", help="numerical aperture")
     g.add_argument("--wavelength", type=number(), metavar="NM", help="emission wavelength in nm")
@@ -78,6 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--size", type=integer(), default=33, metavar="N", help="side length (default: 33)")
     p.add_argument("--plot", metavar="PNG", help="also save a figure (PSF, OTF, pupil phase)")
+    add_threads(p)
+    add_quiet(p)
     p.set_defaults(func=run)
 
 
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None and not str(args.plot).lower().endswith(".png"):
         raise ConfigError(f"--plot must name a .png file, got {args.plot!r}")
     coeffs = parse_zernike(args.zernike)
+    setup_compute(args)
     psf = make_psf(
         na=args.na,
         wavelength=args.wavelength,
@@ -140,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
             fig.savefig(tmp, format="png", dpi=110)
     shape = "x".join(str(s) for s in psf.shape)
     print(f"wrote {args.output} ({axes} {shape}, {what}; fc = {fc:.4g} cycles/px)")
-    if fc > 0.25:
+    if fc > 0.25 and not args.quiet:
         print(
             f"sharpscope: note: fc = {fc:.3g} > 0.25 cycles/px: the PSF is undersampled (aliased)",
             file=sys.stderr,

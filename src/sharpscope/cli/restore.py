@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 
-from sharpscope.cli._args import integer
+from sharpscope.cli._args import (
+    add_batch,
+    add_json,
+    add_output,
+    add_progress,
+    add_quiet,
+    add_threads,
+    integer,
+    note,
+    setup_compute,
+    show_progress,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,23 +28,34 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="restore images (files, folders, globs) with a trained network",
         description=(
             "Restore whole images with a trained network, plane by plane over every axis "
-            "other than Y and X, tile by tile. With one INPUT, OUT is the output file or an "
-            "existing folder; with several, OUT is a folder and each result is named "
-            "<stem>_restored.tif. Axes and pixel size are kept."
+            "other than Y and X, tile by tile. INPUTs are files, folders (every image below "
+            "them, sub-folders kept in the output) and globs. With one input file, OUT is the "
+            "output file or a folder; otherwise OUT is a folder and each result is named "
+            "<stem><suffix>.tif. Existing results in a folder are not replaced without "
+            "--overwrite (or skipped with --skip-existing); a file that fails does not stop "
+            "the others (unless --fail-fast) and the exit status is then 2. "
+            "Axes and pixel size are kept."
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file or folder")
+    add_output(p, help="output file or folder", metavar="OUT")
     p.add_argument(
         "--model",
         default=None,
         metavar="NAME|PATH",
-        help="model name or .safetensors file (default: widefield-2d)",
+        help="model name, .safetensors file or training run folder (default: widefield-2d)",
     )
     p.add_argument(
         "--axes", default=None, help="axes of the inputs, e.g. YX, ZYX, TZYX (default: from file)"
     )
-    p.add_argument("--tile", type=integer(1), default=None, metavar="N", help="tile size (pixels)")
+    p.add_argument(
+        "--tile",
+        type=integer(1),
+        default=None,
+        metavar="N",
+        help="tile size in pixels (default: the model's; a smaller tile shrinks the "
+        "model's overlap to fit)",
+    )
     p.add_argument(
         "--overlap", type=integer(0), default=None, metavar="N", help="tile overlap (pixels)"
     )
@@ -40,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--batch-size", type=integer(1), default=8, metavar="B", help="tiles per batch (default: 8)"
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_threads(p)
     p.add_argument(
         "--dtype",
         choices=("float32", "input"),
@@ -51,7 +75,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="average over the 8 rotations/mirrors of each tile (8x slower, slightly better)",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument(
         "--no-range-check",
         action="store_true",
@@ -60,13 +83,51 @@ def register(sub: argparse._SubParsersAction) -> None:
             "was trained for (a one-line warning otherwise)"
         ),
     )
+    add_batch(p, "_restored")
+    add_progress(p, default=True)
+    add_quiet(p)
+    add_json(p)
     p.set_defaults(func=run)
+
+
+def print_batch(args: argparse.Namespace, result, verb: str, several: bool) -> None:
+    """Written paths (or JSON) on stdout; the summary on stderr when several files."""
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for path in result:
+            print(path)
+    sys.stdout.flush()
+    if several:
+        note(args, f"{verb} {result.summary()}")
+
+
+def run_batch_command(args: argparse.Namespace, call, verb: str) -> int:
+    """Run a batch API call; per-file failures on stderr, a summary, exit 2 if any failed."""
+    from sharpscope.batch import BatchError
+
+    several = len(args.inputs) > 1 or any(_is_many(x) for x in args.inputs)
+    try:
+        result = call(log=lambda line: print(f"sharpscope: error: {line}", file=sys.stderr, flush=True))
+    except BatchError as exc:
+        print_batch(args, exc.result, verb, True)
+        return 2
+    print_batch(args, result, verb, several or len(result) + len(result.skipped) > 1)
+    return 0
+
+
+def _is_many(text: str) -> bool:
+    from pathlib import Path
+
+    return Path(text).is_dir() or any(ch in text for ch in "*?[")
 
 
 def run(args: argparse.Namespace) -> int:
     """Handle ``sharpscope restore``."""
     from sharpscope.errors import RangeWarning
     from sharpscope.restore import restore_files
+
+    setup_compute(args)
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         """Range warnings as one ``sharpscope: warning:`` line; others as usual."""
@@ -75,11 +136,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             default_show(message, category, filename, lineno, file, line)
 
-    with warnings.catch_warnings():
-        default_show = warnings.showwarning
-        warnings.simplefilter("always", RangeWarning)
-        warnings.showwarning = show
-        written = restore_files(
+    def call(log):
+        return restore_files(
             args.inputs,
             args.output,
             model=args.model,
@@ -90,10 +148,17 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             dtype=args.dtype,
             tta=args.tta,
-            progress=not args.no_progress,
+            progress=show_progress(args),
             warn_range=not args.no_range_check,
+            suffix=args.suffix,
+            overwrite=args.overwrite,
+            skip_existing=args.skip_existing,
+            fail_fast=args.fail_fast,
+            log=log,
         )
-    for path in written:
-        print(path)
-    sys.stdout.flush()
-    return 0
+
+    with warnings.catch_warnings():
+        default_show = warnings.showwarning
+        warnings.simplefilter("always", RangeWarning)
+        warnings.showwarning = show
+        return run_batch_command(args, call, "restore:")

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from sharpscope.cli._args import (
+    add_output,
+    add_progress,
+    add_quiet,
+    add_threads,
+    integer,
+    setup_compute,
+    show_progress,
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``simulate`` sub-command."""
@@ -20,16 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "blind-deconvolution poster); see the sharpscope.simulate documentation."
         ),
     )
-    p.add_argument(
-        "-o", "--output", required=True, metavar="OUT", help="output .npz file or folder"
-    )
+    add_output(p, help="output .npz file or folder", metavar="OUT")
     p.add_argument(
         "--preset",
         default="mrbcr-widefield",
         metavar="NAME",
         help="sampling distribution: mrbcr-widefield (default) or poster-zernike",
     )
-    p.add_argument("--n", type=int, default=100, metavar="N", help="number of pairs (default 100)")
+    p.add_argument("--n", type=integer(1), default=100, metavar="N", help="number of pairs (default 100)")
     p.add_argument(
         "--size",
         type=int,
@@ -46,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="Z",
         help="slices per 3-D patch (default: the preset's, 16)",
     )
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    add_threads(p)
+    add_progress(p, default=False)
+    add_quiet(p)
     p.set_defaults(func=_simulate)
 
 
@@ -54,6 +64,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from sharpscope.errors import ConfigError
     from sharpscope.simulate import get_preset, simulate_dataset, write_dataset
 
+    setup_compute(args)
     preset = get_preset(args.preset)
     size: int | tuple[int, ...] = args.size
     if args.depth is not None:
@@ -61,9 +72,9 @@ def _simulate(args: argparse.Namespace) -> int:
             raise ConfigError("--depth needs --ndim 3")
         size = (args.depth, args.size, args.size)
     data = simulate_dataset(
-        preset, n=args.n, size=size, seed=args.seed, ndim=args.ndim, progress=args.progress
+        preset, n=args.n, size=size, seed=args.seed, ndim=args.ndim, progress=show_progress(args)
     )
     npz, js = write_dataset(args.output, data)
     shape = "x".join(str(s) for s in data["low"].shape)
-    print(f"wrote {npz} (low/gt {shape}) and {js}")
+    print(f"{npz}\n{js}" if args.quiet else f"wrote {npz} (low/gt {shape}) and {js}")
     return 0

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from sharpscope.cli._args import add_output, add_progress, add_quiet, integer, show_progress
+
 ARCHS = ("mrbcr", "srbcr", "bcr", "unet", "dncnn")
 
 
@@ -28,9 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Train a network on simulated pairs (--simulate PRESET, the default) or on paired "
             "data (--data: an .npz from 'sharpscope prepare' or in the DeBCR layout, or a folder "
             "with low/ and gt/ sub-folders of TIFFs matched by name). Flags override CONFIG.yaml. "
-            "OUT holds model.safetensors (the best model, usable as 'restore --model OUT'), "
-            "last.ckpt.safetensors (what --resume needs), log.csv, loss.png and config.yaml. "
-            "Ctrl-C saves a resumable checkpoint."
+            "OUT holds model.safetensors (the best model so far, usable as 'restore --model "
+            "OUT' from the first step on), last.ckpt.safetensors (what --resume needs), "
+            "log.csv, loss.png and config.yaml. Without a GPU the defaults are sized for a "
+            "CPU (batch 8 of 64x64, 2000 steps). Ctrl-C saves a resumable checkpoint and "
+            "loadable weights."
         ),
     )
     p.add_argument("config", nargs="?", default=None, metavar="CONFIG.yaml", help="training configuration")
@@ -49,11 +53,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="auto, cpu or cuda")
     p.add_argument("--num-workers", type=int, default=None, metavar="N", help="data loader processes")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
+    p.add_argument(
+        "--threads",
+        type=integer(1),
+        default=None,
+        metavar="N",
+        help="CPU threads (default: OMP_NUM_THREADS if set, else the physical cores; never more than the cores)",
+    )
     p.add_argument("--max-minutes", type=float, default=None, metavar="M", help="stop cleanly after M minutes")
-    p.add_argument("-o", "--out", default=None, metavar="DIR", help="output folder")
+    add_output(p, help="output folder (run folder)", required=False, default=None, metavar="DIR")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_progress(p, default=True)
+    add_quiet(p)
     p.set_defaults(func=run_train)
 
     q = sub.add_parser(
@@ -68,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("inputs", nargs="+", metavar="INPUT", help="degraded images (files or one folder)")
     q.add_argument("--gt", nargs="+", required=True, metavar="GT", help="target images, same order (or one folder)")
-    q.add_argument("-o", "--output", required=True, metavar="DATA.npz", help="output .npz")
+    add_output(q, help="output .npz", metavar="DATA.npz")
     q.add_argument("--patch-size", type=int, default=128, metavar="P", help="patch side (default 128)")
     q.add_argument("--overlap", type=int, default=0, metavar="N", help="overlap of neighbouring patches")
     q.add_argument("--split", type=_split, default=(0.8, 0.1, 0.1), metavar="TR,VA,TE", help="fractions (default 0.8,0.1,0.1)")
@@ -77,6 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--pmin", type=float, default=1.0, help="low normalisation percentile")
     q.add_argument("--pmax", type=float, default=99.8, help="high normalisation percentile")
+    add_quiet(q)
     q.set_defaults(func=run_prepare)
 
 
@@ -85,8 +97,8 @@ def run_train(args: argparse.Namespace) -> int:
     from sharpscope.train import CONFIG_NAME, load_config, train
 
     config_path = args.config
-    if config_path is None and args.resume and args.out is not None:
-        saved = Path(args.out) / CONFIG_NAME
+    if config_path is None and args.resume and args.output is not None:
+        saved = Path(args.output) / CONFIG_NAME
         if saved.is_file():
             config_path = saved
     overrides = {
@@ -106,22 +118,23 @@ def run_train(args: argparse.Namespace) -> int:
         "num_workers": args.num_workers,
         "threads": args.threads,
         "max_minutes": args.max_minutes,
-        "out": args.out,
+        "out": args.output,
     }
     config = load_config(config_path, overrides)
     result = train(
         config,
         resume=args.resume,
-        progress=not args.no_progress,
-        log=lambda msg: print(msg, flush=True),
+        progress=show_progress(args),
+        log=(lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True)),
     )
     psnr = "n/a" if result.best_path is None else f"{result.best_val_psnr:.2f} dB (step {result.best_step})"
-    print(f"{result.stopped} after {result.steps_done} steps; best validation PSNR {psnr}")
+    if not args.quiet:
+        print(f"{result.stopped} after {result.steps_done} steps; best validation PSNR {psnr}")
+        print(f"log: {result.log_path}")
     if result.best_path is not None:
-        print(f"best model: {result.best_path}")
-    print(f"log: {result.log_path}")
+        print(result.best_path if args.quiet else f"best model: {result.best_path}")
     if result.stopped == "interrupted":
-        print(f"resume with: sharpscope train --out {config.out} --resume", file=sys.stderr)
+        print(f"resume with: sharpscope train -o {config.out} --resume", file=sys.stderr)
         return 130
     return 0
 
@@ -143,6 +156,9 @@ def run_prepare(args: argparse.Namespace) -> int:
         pmax=args.pmax,
         guard=args.guard,
     )
+    if args.quiet:
+        print(res.path)
+        return 0
     counts = ", ".join(f"{k} {v}" for k, v in res.counts.items())
     print(f"wrote {res.path} ({counts} patches of {args.patch_size}x{args.patch_size}); metadata {res.metadata_path}")
     return 0

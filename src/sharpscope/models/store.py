@@ -13,8 +13,10 @@ bundled model of the same name.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -133,6 +135,37 @@ def _scan(folder: Path) -> dict[str, Path]:
     return found
 
 
+# architectures whose headers list_models may take at face value without importing
+# torch (the registry); any other name goes through the full validation
+_KNOWN_ARCHITECTURES = frozenset({"mrbcr", "srbcr", "bcr", "unet", "dncnn"})
+
+
+def _peek_description(path: Path) -> str | None:
+    """The description in a model file's header, read without torch; None when in doubt.
+
+    A safetensors file starts with the little-endian length of its JSON
+    header; the sharpscope header is a JSON string in its ``__metadata__``.
+    Anything unusual returns None, and the caller validates fully.
+    """
+    try:
+        with path.open("rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if not 2 <= n <= 100_000_000:
+                return None
+            meta = json.loads(f.read(n)).get("__metadata__") or {}
+        header = json.loads(meta["sharpscope"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error):
+        return None
+    if not isinstance(header, dict) or header.get("format_version", 1) != 1:
+        return None
+    arch, name, desc = header.get("architecture"), header.get("name"), header.get("description", "")
+    if arch not in _KNOWN_ARCHITECTURES or not isinstance(name, str) or not name:
+        return None
+    if not isinstance(desc, str):
+        return None
+    return desc or f"{arch} model"
+
+
 def list_models() -> list[ModelInfo]:
     """All bundled and user models, bundled first, each group sorted by name.
 
@@ -144,16 +177,18 @@ def list_models() -> list[ModelInfo]:
     >>> [m.name for m in list_models() if m.source == "bundled"]  # doctest: +SKIP
     ['widefield-2d']
     """
-    from sharpscope.models.format import read_header
-
     out = []
     for source, folder in (("bundled", bundled_dir()), ("user", user_dir())):
         for name, path in _scan(folder).items():
-            try:
-                header = read_header(path)
-                description = header.description or f"{header.architecture} model"
-            except SharpscopeError as exc:
-                description = f"unusable: {exc}"
+            description = _peek_description(path)  # fast: no torch for well-formed files
+            if description is None:
+                from sharpscope.models.format import read_header
+
+                try:
+                    header = read_header(path)
+                    description = header.description or f"{header.architecture} model"
+                except SharpscopeError as exc:
+                    description = f"unusable: {exc}"
             out.append(ModelInfo(name, path, description, source))
     return out
 
