@@ -155,7 +155,10 @@ def test_config_yaml_and_overrides(tmp_path):
     y = tmp_path / "c.yaml"
     y.write_text("steps: 10\nlr: 0.01\ndata:\n  path: pairs.npz\nmodel:\n  arch: srbcr\n")
     cfg = load_config(y, {"steps": 20, "batch_size": None})
-    assert cfg.steps == 20 and cfg.lr == 0.01 and cfg.batch_size == 16
+    assert cfg.steps == 20 and cfg.lr == 0.01 and cfg.batch_size is None  # set by the device
+    from sharpscope.train import with_device_defaults
+
+    assert with_device_defaults(cfg, "cuda").batch_size == 16 and with_device_defaults(cfg, "cpu").batch_size == 8
     assert cfg.data.path == "pairs.npz" and cfg.data.simulate is None and cfg.model.arch == "srbcr"
     cfg2 = load_config(y, {"data.simulate": "mrbcr-widefield"})
     assert cfg2.data.path is None and cfg2.data.simulate == "mrbcr-widefield"
@@ -312,7 +315,7 @@ def test_outputs_model_header_and_log(pairs_npz, reference_run):
     img = np.random.default_rng(0).random((40, 52)).astype(np.float32)
     assert model.predict(img).shape == (40, 52)
     rows = _log_rows(reference_run)
-    assert [int(r["step"]) for r in rows] == [2, 4, 6]
+    assert [int(r["step"]) for r in rows] == [1, 2, 4, 6]  # a first validation after one step
     assert set(rows[0]) == {"step", "loss", "val_loss", "val_psnr", "lr"}
     assert (reference_run / "loss.png").stat().st_size > 1000
     assert load_config(reference_run / "config.yaml") == cfg
@@ -385,9 +388,10 @@ def test_best_checkpoint_survives_when_validation_gets_worse(pairs_npz, tmp_path
     res = train(_cfg(pairs_npz, out, steps=20, patience=1), progress=False, callback=wreck_after_step_4)
     assert res.stopped == "early_stopped" and res.steps_done == 6
     assert res.best_step == 4
-    rows = _log_rows(out)
-    assert float(rows[-1]["val_psnr"]) < float(rows[1]["val_psnr"])
-    assert res.best_val_psnr == pytest.approx(float(rows[1]["val_psnr"]), rel=1e-5)
+    rows = {int(r["step"]): r for r in _log_rows(out)}
+    assert sorted(rows) == [1, 2, 4, 6]
+    assert float(rows[6]["val_psnr"]) < float(rows[4]["val_psnr"])
+    assert res.best_val_psnr == pytest.approx(float(rows[4]["val_psnr"]), rel=1e-5)
     from sharpscope.models.format import load_network
 
     _, best = load_network(out / MODEL_NAME)
@@ -526,3 +530,67 @@ def test_trained_model_records_the_range_it_was_trained_for(tmp_path):
     val = D.SimulatedPatches("mrbcr-widefield", 64, seed=cfg.seed, stream=1, augment=None)
     low, _ = D.stack_samples(val, range(16))
     assert calibrate_valid_range(list(low[:, 0].numpy())) == vr
+
+
+# ============================================================================ a first model on a laptop
+
+
+def test_cpu_defaults_when_no_gpu(pairs_npz, tmp_path):
+    """Batch and patch size left unset are sized for the CPU (8 of 64 x 64; 16 of 128 x 128 on a GPU)."""
+    out = tmp_path / "cpu"
+    cfg = _cfg(pairs_npz, out, batch_size=None, patch_size=None, steps=1, **{"data.val_fraction": 0.5})
+    assert cfg.batch_size is None and cfg.patch_size is None
+    data = np.load(pairs_npz)
+    big = tmp_path / "big.npz"  # 64 x 64 patches need images of at least that size
+    np.savez(big, low=np.tile(data["low"], (1, 2, 2, 1)), gt=np.tile(data["gt"], (1, 2, 2, 1)))
+    res = train(cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(big)})}), progress=False)
+    assert res.steps_done == 1
+    saved = load_config(out / "config.yaml")
+    assert (saved.batch_size, saved.patch_size, saved.steps) == (8, 64, 1)
+    assert TrainConfig().steps is None  # 2000 on the CPU, 20000 on a GPU
+
+
+def test_log_and_model_from_the_first_step_and_ctrl_c_keeps_weights(pairs_npz, tmp_path):
+    from sharpscope.restore import load_model
+
+    out = tmp_path / "early"
+    seen = {}
+
+    def stop_at_3(step, logs):
+        if step == 1:
+            seen["log"] = (out / "log.csv").is_file()
+            seen["model"] = (out / MODEL_NAME).is_file()
+        if step == 3:
+            raise KeyboardInterrupt
+
+    res = train(_cfg(pairs_npz, out, steps=50, val_every=40), progress=False, callback=stop_at_3)
+    assert seen == {"log": True, "model": True}
+    assert res.stopped == "interrupted" and res.steps_done == 3
+    assert [int(r["step"]) for r in _log_rows(out)] == [1, 3]  # the interrupted step is validated
+    assert res.best_path == out / MODEL_NAME and res.best_step in (1, 3)
+    model = load_model(out, device="cpu")
+    assert model.predict(np.random.default_rng(1).random((40, 44)).astype(np.float32)).shape == (40, 44)
+    # resuming continues the same run
+    res = train(_cfg(pairs_npz, out, steps=4, val_every=40), resume=True, progress=False)
+    assert res.steps_done == 4 and res.stopped == "completed"
+
+
+def test_eta_on_status_lines_and_on_the_progress_bar(pairs_npz, tmp_path, monkeypatch, capsys):
+    import sharpscope.train as T
+
+    monkeypatch.setattr(T, "STATUS_SECONDS", 0.0)
+    lines: list[str] = []
+    train(_cfg(pairs_npz, tmp_path / "quiet", steps=4, val_every=4), progress=False, log=lines.append)
+    status = [x for x in lines if x.startswith("step ")]
+    assert [x.split(":")[0] for x in status] == ["step 1/4", "step 2/4", "step 3/4", "step 4/4"]
+    assert all(" s/step, ETA " in x for x in status)
+    assert "val_psnr" in status[0] and "val_psnr" in status[-1]
+    capsys.readouterr()
+    train(_cfg(pairs_npz, tmp_path / "bar", steps=2, val_every=2), progress=True)
+    assert "eta=" in capsys.readouterr().err
+
+
+def test_format_duration():
+    from sharpscope.train import format_duration
+
+    assert [format_duration(x) for x in (0, 59.6, 61, 3600, float("nan"))] == ["0s", "1m00s", "1m01s", "1h00m", "?"]
