@@ -594,3 +594,12 @@ def test_format_duration():
     from sharpscope.train import format_duration
 
     assert [format_duration(x) for x in (0, 59.6, 61, 3600, float("nan"))] == ["0s", "1m00s", "1m01s", "1h00m", "?"]
+
+
+def test_threads_are_capped_at_the_cores(pairs_npz, tmp_path):
+    from sharpscope.runtime import physical_cores
+
+    seen = []
+    train(_cfg(pairs_npz, tmp_path / "t", steps=1, threads=10_000), progress=False,
+          callback=lambda step, logs: seen.append(torch.get_num_threads()))
+    assert seen == [physical_cores()] and torch.get_num_threads() == 1

@@ -308,7 +308,8 @@ class TrainConfig(_Section):
     plot : bool
         Redraw ``OUT/loss.png`` at every validation.
     threads : int or None
-        CPU threads for torch (None: torch's default).  Bit-exact resume on the
+        CPU threads for torch, at most the physical cores (None: torch's
+        default).  Bit-exact resume on the
         CPU assumes the same number of threads before and after.
 
     Examples
@@ -1245,7 +1246,9 @@ def train(
     threads = torch.get_num_threads()
     try:
         if config.threads is not None:
-            torch.set_num_threads(config.threads)
+            from sharpscope.runtime import set_threads
+
+            set_threads(config.threads)  # never more than the physical cores
         with contextlib.ExitStack() as held:  # the run folder's lock, once _train takes it
             return _train(config, resume, progress, callback, log, held)
     finally:
