@@ -347,3 +347,27 @@ def test_non_finite_prediction_is_an_error_and_writes_nothing(tiny_model, tmp_pa
     with pytest.raises(ModelFormatError):
         restore_files([src], work / "out.tif", model=broken)
     assert sorted(p.name for p in work.iterdir()) == ["in.tif"]
+
+
+def test_model_exposes_name_description_header_and_training_range(tiny_model, tmp_path):
+    from conftest import TINY_MRBCR_HPARAMS
+    from sharpscope.models.format import save_model
+    from sharpscope.models.registry import build_network
+
+    assert tiny_model.name == "tiny-test" and tiny_model.architecture == "mrbcr"
+    assert tiny_model.description.startswith("randomly initialised")
+    assert tiny_model.header.tile.size == 64 and tiny_model.tile == (64, 32)
+    assert tiny_model.training_range is None
+    header = {"name": "ranged", "architecture": "mrbcr", "hparams": TINY_MRBCR_HPARAMS, "valid_range": RANGE}
+    path = save_model(tmp_path / "r.safetensors", build_network("mrbcr", **TINY_MRBCR_HPARAMS), header)
+    ranged = load_model(path, device="cpu")
+    assert ranged.training_range == {k: tuple(map(float, v)) for k, v in RANGE.items()}
+
+
+def test_python_twins_of_every_command():
+    import sharpscope
+
+    for name in ("restore_files", "deconvolve_files", "evaluate", "make_psf", "simulate_dataset", "write_dataset",
+                 "prepare", "train", "load_config", "list_models", "import_debcr", "run_demo", "set_threads"):
+        obj = getattr(sharpscope, name)
+        assert callable(obj) and obj.__doc__ and "Examples" in obj.__doc__, name

@@ -4,6 +4,30 @@ Denoising and deconvolution with compact physics-informed networks (m-rBCR /
 DeBCR), a physically faithful image-formation simulator, and the classical
 Richardson-Lucy family.  The public API is re-exported here lazily so that
 ``import sharpscope`` stays fast (torch is imported on first use).
+
+Every command of the ``sharpscope`` command line has a Python twin here:
+
+=================================  ==============================================
+command                            Python
+=================================  ==============================================
+``sharpscope restore``             :func:`restore_files` (arrays: :func:`load_model`, ``Model.predict``)
+``sharpscope deconvolve``          :func:`deconvolve_files` (arrays: :func:`deconvolve`)
+``sharpscope evaluate``            :func:`evaluate` on :func:`read_image` data
+``sharpscope psf``                 :func:`make_psf`
+``sharpscope simulate``            :func:`simulate_dataset` + :func:`write_dataset`
+``sharpscope prepare``             :func:`prepare`
+``sharpscope train``               :func:`load_config` + :func:`train`
+``sharpscope models``              :func:`list_models`
+``sharpscope import-debcr``        :func:`import_debcr`
+``sharpscope demo``                :func:`run_demo`
+``--threads``                      :func:`set_threads`
+=================================  ==============================================
+
+Examples
+--------
+>>> import sharpscope
+>>> [m.name for m in sharpscope.list_models() if m.source == "bundled"]
+['widefield-2d']
 """
 
 from __future__ import annotations
@@ -23,6 +47,15 @@ _EXPORTS = {
     "denormalize": "sharpscope.normalize",
     "load_model": "sharpscope.restore",
     "Model": "sharpscope.restore",
+    "restore_files": "sharpscope.restore",
+    "deconvolve_files": "sharpscope.batch",
+    "BatchResult": "sharpscope.batch",
+    "BatchError": "sharpscope.batch",
+    "list_models": "sharpscope.models.store",
+    "import_debcr": "sharpscope.models.debcr_import",
+    "run_demo": "sharpscope.demo",
+    "write_dataset": "sharpscope.simulate",
+    "set_threads": "sharpscope.runtime",
     "make_psf": "sharpscope.physics.psf",
     "deconvolve": "sharpscope.deconv",
     "evaluate": "sharpscope.metrics",

@@ -156,10 +156,29 @@ class Model:
     path : pathlib.Path, optional
         Where the model was loaded from.
 
+    Attributes
+    ----------
+    header : ModelHeader
+        Everything the model file says about itself (see
+        :class:`sharpscope.models.format.ModelHeader`).
+    network : torch.nn.Module
+        The plain network, in eval mode.
+    path : pathlib.Path or None
+        The model file.
+
     Examples
     --------
-    >>> model = load_model("my-model.safetensors")  # doctest: +SKIP
-    >>> restored = model.predict(image, axes="ZYX")  # doctest: +SKIP
+    >>> import numpy as np
+    >>> model = load_model(device="cpu")  # the bundled default
+    >>> model.name, model.architecture
+    ('widefield-2d', 'mrbcr')
+    >>> model.tile  # default tile size and overlap
+    (512, 96)
+    >>> model.training_range is None  # this header records no range
+    True
+    >>> image = np.random.default_rng(0).poisson(50, (64, 80)).astype(np.uint16)
+    >>> model.predict(image, warn_range=False).shape
+    (64, 80)
     """
 
     def __init__(self, header: Any, network: nn.Module, path: Path | None = None):
@@ -171,6 +190,44 @@ class Model:
         name = _field(self.header, "name", "?")
         arch = _field(self.header, "architecture", "?")
         return f"Model(name={name!r}, architecture={arch!r})"
+
+    @property
+    def name(self) -> str:
+        """The model's name (header ``name``)."""
+        return str(_field(self.header, "name", ""))
+
+    @property
+    def description(self) -> str:
+        """One line on what the model is for (what ``sharpscope models`` shows)."""
+        return str(_field(self.header, "description", "") or "")
+
+    @property
+    def architecture(self) -> str:
+        """Key of the network architecture (``'mrbcr'``, ``'unet'``, ...)."""
+        return str(_field(self.header, "architecture", ""))
+
+    @property
+    def training_range(self) -> dict[str, tuple[float, float]] | None:
+        """The inputs the model was trained on, as :meth:`check_range` measures them.
+
+        ``{'cutoff': (lo, hi), 'photons': (lo, hi)}`` (cycles/pixel; photons
+        per unit of normalised intensity) with only the recorded entries, or
+        None when the header records no range (older files, imported DeBCR
+        weights).
+        """
+        valid = _field(self.header, "valid_range")
+        out = {}
+        for key in ("cutoff", "photons"):
+            pair = _field(valid, key)
+            if pair is not None:
+                out[key] = (float(pair[0]), float(pair[1]))
+        return out or None
+
+    @property
+    def tile(self) -> tuple[int, int]:
+        """Default ``(tile size, overlap)`` in pixels, from the header."""
+        size, overlap = self._tile_defaults()
+        return size, int(overlap)
 
     @property
     def size_multiple(self) -> int:
