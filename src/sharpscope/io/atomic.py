@@ -1,9 +1,10 @@
-"""Atomic file writes: a temporary file in the destination's folder, fsynced and renamed."""
+"""Atomic writes: a temporary file (or folder) in the destination's folder, renamed when complete."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,7 +107,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _remove_stale_temporaries(dest: Path) -> None:
-    """Delete ``atomic_write`` temporaries of ``dest`` whose writing process is gone."""
+    """Delete temporaries of ``dest`` (files and folders) whose writing process is gone."""
     prefix = f".{dest.name}."
     try:
         entries = list(os.scandir(dest.parent))
@@ -120,4 +121,83 @@ def _remove_stale_temporaries(dest: Path) -> None:
         if not pid_text.isdigit() or _pid_alive(int(pid_text)):
             continue
         with contextlib.suppress(OSError):
-            os.unlink(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write a folder (e.g. a zarr store) atomically: yield a temporary folder, rename it.
+
+    The temporary folder ``.<name>.<pid>.<random>.tmp<suffix>`` lives next to
+    ``path``; when the block finishes it takes the final name (an existing
+    ``path`` is first moved aside under a temporary name, then deleted), so
+    a store under the final name is always complete.  It is deleted when the
+    block raises (also on KeyboardInterrupt); one left by a killed process is
+    removed by the next write of the same destination.
+
+    Parameters
+    ----------
+    path : path-like
+        Final destination folder.  Its parent is created when missing.
+
+    Yields
+    ------
+    pathlib.Path
+        The temporary folder (exists, empty).
+
+    Raises
+    ------
+    InputError
+        The parent cannot be created, or ``path`` exists and is not a folder.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> dest = pathlib.Path(tempfile.mkdtemp()) / "out.zarr"
+    >>> with atomic_dir(dest) as tmp:
+    ...     _ = (tmp / "zarr.json").write_text("{}")
+    >>> sorted(p.name for p in dest.iterdir())
+    ['zarr.json']
+    """
+    dest = Path(path)
+    if dest.exists() and not dest.is_dir():
+        raise InputError(f"{dest}: exists and is not a folder")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create directory {dest.parent}: {exc.strerror or exc}") from None
+    _remove_stale_temporaries(dest)
+    suffix = "".join(dest.suffixes[-2:])
+    try:
+        tmp = Path(
+            tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=dest.parent)
+        )
+    except OSError as exc:
+        raise InputError(f"cannot write to {dest.parent}: {exc.strerror or exc}") from None
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        old = None
+        try:
+            if dest.exists():
+                old = Path(
+                    tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".tmp.old", dir=dest.parent)
+                )
+                os.replace(dest, old / dest.name)
+            os.replace(tmp, dest)
+            _fsync(dest.parent, directory=True)
+        except OSError as exc:
+            if old is not None and not dest.exists():  # put the previous store back
+                with contextlib.suppress(OSError):
+                    os.replace(old / dest.name, dest)
+            raise InputError(f"cannot write {dest}: {exc.strerror or _one_line(exc)}") from None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

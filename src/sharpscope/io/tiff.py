@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,12 +53,12 @@ def _quiet_tifffile(p: Path) -> Iterator[None]:
         log.propagate = old_propagate
 
 
-def _read_tiff(p: Path, key: str | None):
+def _read_tiff(p: Path, key: str | None, lazy: bool = False):
     with _quiet_tifffile(p):
-        return _read_tiff_quietly(p)
+        return _read_tiff_quietly(p, lazy)
 
 
-def _read_tiff_quietly(p: Path):
+def _read_tiff_quietly(p: Path, lazy: bool = False):
     import tifffile
 
     with tifffile.TiffFile(p) as tif:
@@ -64,7 +66,7 @@ def _read_tiff_quietly(p: Path):
             raise InputError(f"{p}: the TIFF file holds no image")
         series = tif.series[0]
         raw_axes = series.axes.upper()
-        data = series.asarray()
+        data = lazy_tiff(p, raw_axes) if lazy else series.asarray()
         page = series.pages[0] if series.pages else tif.pages[0]
         pixel_size: dict[str, float] = {}
         meta: dict[str, Any] = {"format": "tiff"}
@@ -213,3 +215,86 @@ def _write_ome(tmp, arr, axes, px, key, prepared=None):
     bigtiff = arr.nbytes > 2**32 - 2**26
     tifffile.imwrite(tmp, arr, ome=True, metadata=metadata, bigtiff=bigtiff)
     return None
+
+
+# ------------------------------------------------------------------- lazy read
+
+LAZY_CHUNK_YX = 1024
+"""Y and X extent of the dask chunks of a lazily read TIFF (a multiple of its tiles)."""
+
+_STORES: dict[tuple[str, int], Any] = {}
+_STORES_LOCK = threading.Lock()
+
+
+class TiffPages:
+    """The first series of a TIFF file as an array-like that decodes only what is indexed.
+
+    Indexing opens the file (once per process; the object pickles as its
+    path, so dask workers open their own) through tifffile's zarr store
+    (``aszarr=True``), which decodes only the pages, strips or tiles that
+    hold the requested pixels.
+
+    Parameters
+    ----------
+    path : path-like
+        The TIFF file.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib, tifffile
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "s.tif"
+    >>> tifffile.imwrite(p, np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
+    >>> pages = TiffPages(p)
+    >>> pages.shape, pages[1, 0].tolist()
+    ((2, 3, 4), [12, 13, 14, 15])
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        z = self._array()
+        self.shape = tuple(z.shape)
+        self.dtype = np.dtype(z.dtype)
+        self.ndim = len(self.shape)
+        self.chunks = tuple(z.chunks)
+
+    def __reduce__(self):
+        return (TiffPages, (self.path,))
+
+    def _array(self):
+        import tifffile
+        import zarr
+
+        key = (self.path, os.stat(self.path).st_mtime_ns)
+        with _STORES_LOCK:
+            z = _STORES.get(key)
+            if z is None:
+                store = tifffile.imread(self.path, aszarr=True, series=0, level=0)
+                z = zarr.open(store, mode="r")
+                _STORES[key] = z
+        return z
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        z = self._array()
+        with _STORES_LOCK:  # one file handle per process
+            return np.asarray(z[index])
+
+
+def lazy_tiff(p: Path, axes: str, chunk_yx: int = LAZY_CHUNK_YX):
+    """A dask array over :class:`TiffPages`: one plane deep, whole native tiles along Y, X.
+
+    ``axes`` are the series' (tifffile) axes; a trailing samples axis (RGB)
+    stays whole.
+    """
+    import dask.array as da
+
+    pages = TiffPages(p)
+    chunks = []
+    for i, (a, n, c) in enumerate(zip(axes, pages.shape, pages.chunks, strict=True)):
+        if a in "YX":  # a multiple of the native strips / tiles
+            chunks.append(n if c >= n else min(n, max(c, (chunk_yx // c) * c)))
+        elif a == "S" and i == len(axes) - 1:
+            chunks.append(n)
+        else:
+            chunks.append(1)
+    meta = np.empty((0,) * pages.ndim, pages.dtype)
+    return da.from_array(pages, chunks=tuple(chunks), asarray=True, lock=False, meta=meta)
