@@ -249,11 +249,12 @@ def _downsample(x, axes: str, dtype: np.dtype):
     return down.astype(dtype)
 
 
-def _axes_meta(axes: str) -> list[dict[str, str]]:
+def _axes_meta(axes: str, calibrated: str) -> list[dict[str, str]]:
+    """NGFF axes; a unit only on the ``calibrated`` ones (scale 1 without unit: unknown)."""
     out = []
     for a in axes:
         entry = {"name": a.lower(), "type": _TYPES[a]}
-        if a in SPATIAL_AXES:
+        if a in calibrated:
             entry["unit"] = "micrometer"
         out.append(entry)
     return out
@@ -393,7 +394,7 @@ def write_ome_zarr(
                 )
                 if k + 1 < n_levels:
                     level_data = _downsample(da.from_zarr(arr), out_axes, dtype)
-            multiscale = {"axes": _axes_meta(out_axes), "datasets": datasets, "name": dest.name}
+            multiscale = {"axes": _axes_meta(out_axes, "".join(px)), "datasets": datasets, "name": dest.name}
             if zarr_format == 2:
                 multiscale["version"] = version
             omero = None

@@ -1,0 +1,232 @@
+"""Chunked (dask) restoration and deconvolution: equality with the in-memory paths, clusters."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("zarr")
+pytest.importorskip("distributed")
+
+import dask.array as da  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from sharpscope.deconv import deconvolve  # noqa: E402
+from sharpscope.errors import ConfigError, InputError  # noqa: E402
+from sharpscope.io import read_image, write_image  # noqa: E402
+from sharpscope.io.ome_zarr import write_ome_zarr  # noqa: E402
+from sharpscope.parallel import (  # noqa: E402
+    dask_client,
+    deconvolve_array,
+    deconvolve_dask,
+    exact_percentiles,
+    needs_chunks,
+    restore_array,
+    restore_dask,
+)
+from sharpscope.restore import Model  # noqa: E402
+
+RNG = np.random.default_rng(7)
+TILING = {"tile": 32, "overlap": 8}
+
+
+def _rel_err(a: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - ref).max() / (ref.max() - ref.min()))
+
+
+def _cells(shape, dtype=np.uint16) -> np.ndarray:
+    base = RNG.random(shape) * 300 + 50
+    base[..., ::7, ::5] += 2000
+    return base.astype(dtype)
+
+
+# ------------------------------------------------------------------ percentiles
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32", "float32", "float64", "bool"])
+def test_streaming_percentiles_are_exact(dtype):
+    x = RNG.normal(100, 40, (3, 37, 29))
+    x = x > 100 if dtype == "bool" else x.astype(dtype)
+    q = [0, 1, 37.5, 99.8, 100]
+    res = exact_percentiles([da.from_array(x, chunks=(1, 10, 13))], q)[0]
+    np.testing.assert_allclose(res["q"], np.percentile(x.astype(float), q), rtol=1e-12, atol=0)
+    assert res["min"] == x.min() and res["max"] == x.max() and res["n"] == x.size
+
+
+def test_streaming_percentiles_per_group_and_bad_pixels():
+    a, b = RNG.random((20, 20)).astype(np.float32), RNG.random((20, 20)).astype(np.float32) * 9
+    res = exact_percentiles([da.from_array(a, chunks=7), da.from_array(b, chunks=7)], [2, 98])
+    np.testing.assert_allclose(res[1]["q"], np.percentile(b, [2, 98]), rtol=1e-12)
+    a[3, 4] = np.nan
+    with pytest.raises(InputError, match="1 NaN/Inf"):
+        exact_percentiles([da.from_array(a, chunks=7)], [1, 99])
+
+
+# ------------------------------------------------------------- restore equality
+
+
+@pytest.mark.parametrize(
+    "axes,shape", [("YX", (90, 100)), ("CYX", (2, 70, 76)), ("ZYX", (2, 66, 72))]
+)
+def test_chunked_restore_equals_predict(tiny_model, axes, shape):
+    img = _cells(shape)
+    ref = tiny_model.predict(img, axes=axes, warn_range=False, **TILING)
+    lazy = restore_array(tiny_model, da.from_array(img), axes, chunks=32, **TILING)
+    assert lazy.shape == img.shape and lazy.numblocks[-1] > 1 and lazy.numblocks[-2] > 1
+    out = lazy.compute(scheduler="synchronous")
+    assert out.dtype == np.float32
+    assert _rel_err(out, ref) < 1e-5  # the same tiles and blending: rounding only
+
+
+def test_chunked_restore_dtype_input_and_constant_image(tiny_model):
+    img = _cells((40, 48))
+    ref = tiny_model.predict(img, dtype="input", warn_range=False, **TILING)
+    out = restore_array(tiny_model, img, "YX", dtype="input", chunks=16, **TILING).compute()
+    assert out.dtype == np.uint16 and np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+    with pytest.raises(InputError, match="constant"):
+        restore_array(tiny_model, np.ones((40, 40), np.float32), "YX", chunks=16, **TILING)
+
+
+# ------------------------------------------------------------- deconvolution
+
+
+def _blurred(shape=(2, 96, 88)):
+    g = np.exp(-0.5 * (np.arange(-5, 6) / 1.5) ** 2)
+    psf = np.outer(g, g)
+    obj = np.full(shape, 2.0)
+    obj[..., ::9, ::7] = 60.0
+    obj[-1] *= 3
+    h, w = shape[-2:]
+    pads = [((n - 11) // 2 + (n - 11) % 2, (n - 11) // 2) for n in (h, w)]
+    otf = np.fft.rfft2(np.fft.ifftshift(np.pad(psf / psf.sum(), pads)))
+    blurred = np.fft.irfft2(np.fft.rfft2(obj) * otf, s=shape[-2:])
+    return RNG.poisson(np.clip(blurred, 0, None)).astype(np.float32), psf
+
+
+@pytest.mark.parametrize("iterations", [15, None])
+def test_chunked_richardson_lucy_equals_deconvolve(iterations):
+    img, psf = _blurred((2, 160, 150))
+    ref, info = deconvolve(img, psf, "rl", iterations, "ZYX", return_info=True)
+    lazy, how = deconvolve_array(img, psf, "rl", iterations, "ZYX", chunks=48)  # halo 4 x 11
+    assert lazy.numblocks == (2, 3, 3)
+    assert _rel_err(lazy.compute(scheduler="synchronous"), ref) < 1e-4
+    if iterations is None:  # each plane's own automatic count, as in memory
+        assert f"{min(info.iterations)}-{max(info.iterations)} iterations" in how
+
+
+def test_chunked_wiener_needs_a_balance():
+    img, psf = _blurred((1, 40, 40))
+    with pytest.raises(ConfigError, match="explicit balance"):
+        deconvolve_array(img, psf, "wiener", axes="ZYX", chunks=16)
+
+
+# ----------------------------------------------------------- clusters and files
+
+
+def test_local_cluster_starts_fast_and_shuts_down_cleanly():
+    psutil = pytest.importorskip("psutil")
+    t0 = time.perf_counter()
+    with dask_client(workers=2) as client:
+        started = time.perf_counter() - t0
+        pids = list(client.run(os.getpid).values())
+        assert len(pids) == 2 and os.getpid() not in pids
+        assert client.submit(lambda: torch.get_num_threads()).result() >= 1
+    assert started < 30, started  # fork: well under a second on an idle machine
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+        psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids
+    ):
+        time.sleep(0.1)
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not alive
+
+
+def test_client_options_are_checked():
+    with pytest.raises(ConfigError, match="not both"):
+        with dask_client(workers=2, cluster="tcp://127.0.0.1:1"):
+            pass
+    with pytest.raises(ConfigError, match="positive"):
+        with dask_client(workers=0):
+            pass
+    with dask_client() as client:
+        assert client is None
+
+
+class _FailOnce(nn.Module):
+    """Wraps a network; the first call (over all processes) fails, or every call."""
+
+    def __init__(self, net: nn.Module, flag: Path, always: bool = False):
+        super().__init__()
+        self.net, self.flag, self.always = net, str(flag), always
+        self.size_multiple = net.size_multiple
+
+    def forward(self, x):
+        if self.always:
+            raise RuntimeError("simulated worker failure")
+        try:
+            fd = os.open(self.flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return self.net(x)
+        os.close(fd)
+        raise RuntimeError("simulated transient failure")
+
+
+def test_restore_ome_zarr_on_a_local_cluster_with_a_retry(tiny_model, tmp_path):
+    img = _cells((2, 40, 52))
+    src = write_ome_zarr(tmp_path / "big.ome.zarr", img, "CYX", {"X": 0.1, "Y": 0.1},
+                         channel_names=["dapi", "gfp"], version="0.5")
+    flaky = Model(tiny_model.header, _FailOnce(tiny_model.network, tmp_path / "failed"))
+    out = restore_dask(flaky, src, tmp_path / "out.ome.zarr", chunks=20, workers=2, retries=2,
+                       **TILING)
+    assert (tmp_path / "failed").exists()  # a task failed once and was retried
+    res = read_image(out)
+    assert res.axes == "CYX" and res.pixel_size == {"X": 0.1, "Y": 0.1}
+    assert res.metadata["channel_names"] == ["dapi", "gfp"] and res.metadata["ngff_version"] == "0.5"
+    ref = tiny_model.predict(img, axes="CYX", warn_range=False, **TILING)
+    assert _rel_err(res.data, ref) < 1e-5
+
+
+def test_a_failed_run_leaves_no_output(tiny_model, tmp_path):
+    tmp_path = tmp_path / "run"
+    src = write_image(tmp_path / "in.tif", _cells((40, 40)), "YX")
+    broken = Model(tiny_model.header, _FailOnce(tiny_model.network, tmp_path / "f", always=True))
+    for dst in ("out.ome.zarr", "out.tif"):
+        with pytest.raises(RuntimeError, match="simulated worker failure"):
+            restore_dask(broken, src, tmp_path / dst, chunks=16, **TILING)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+
+
+def test_restore_and_deconvolve_files_in_process(tiny_model, tmp_path, capsys):
+    img = _cells((3, 36, 44))
+    src = write_image(tmp_path / "stack.tif", img, "ZYX", {"X": 0.2, "Y": 0.2})
+    out = restore_dask(tiny_model, src, tmp_path / "r.ome.zarr", chunks=16, progress=True,
+                       **TILING)
+    assert "chunk" in capsys.readouterr().err  # the progress bar
+    ref = tiny_model.predict(img, axes="ZYX", warn_range=False, **TILING)
+    res = read_image(out)
+    assert res.axes == "ZYX" and res.pixel_size == {"X": 0.2, "Y": 0.2}
+    assert _rel_err(res.data, ref) < 1e-5
+    tif = restore_dask(tiny_model, src, tmp_path / "r.tif", chunks=16, **TILING)
+    assert _rel_err(read_image(tif).data, ref) < 1e-5
+
+    blurred, psf = _blurred((2, 96, 80))
+    src = write_image(tmp_path / "b.tif", blurred, "ZYX")
+    write_image(tmp_path / "psf.tif", psf.astype(np.float32), "YX")
+    path, how = deconvolve_dask(src, tmp_path / "d.ome.zarr", tmp_path / "psf.tif",
+                                iterations=10, chunks=32, halo=22)
+    ref = deconvolve(blurred, psf, "rl", 10, "ZYX")
+    assert "halo 22x22" in how and _rel_err(read_image(path).data, ref) < 1e-4
+    with pytest.raises(InputError, match="overwrite its input"):
+        restore_dask(tiny_model, src, src)
+
+
+def test_chunks_are_chosen_by_size(tmp_path):
+    src = write_image(tmp_path / "a.tif", _cells((64, 64)), "YX")
+    assert not needs_chunks(src)
+    assert needs_chunks(src, budget=64 * 64)
+    assert needs_chunks(write_ome_zarr(tmp_path / "a.ome.zarr", _cells((8, 8)), "YX"))
