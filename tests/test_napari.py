@@ -304,8 +304,8 @@ def test_train_from_layers_shows_loss_and_model_reaches_restore(viewer, qtbot, t
     wait_done(qtbot, w, timeout=120_000)
     assert w.result is not None and w.result.stopped == "completed", w.log_box.value
     assert w.result.steps_done == 10
-    assert [s for s, _ in w.history["loss"]] == [5, 10]
-    assert len(w.history["val_loss"]) == 2
+    assert [s for s, _ in w.history["loss"]] == [1, 5, 10]  # training validates after its first step
+    assert len(w.history["val_loss"]) == 3
     assert len(w.plot.axes.lines) == 2
     assert (tmp_path / "run" / "model.safetensors").is_file()
     name = next(n for n, p in SESSION_MODELS.items() if p == tmp_path / "run" / "model.safetensors")
