@@ -230,3 +230,53 @@ def test_chunks_are_chosen_by_size(tmp_path):
     assert not needs_chunks(src)
     assert needs_chunks(src, budget=64 * 64)
     assert needs_chunks(write_ome_zarr(tmp_path / "a.ome.zarr", _cells((8, 8)), "YX"))
+
+
+# ----------------------------------------------------------------- command line
+
+
+def test_command_line_restore_ome_zarr_with_workers(tiny_model, tiny_model_path, tmp_path, capsys):
+    from sharpscope.cli import main
+
+    img = _cells((2, 48, 56))
+    src = write_ome_zarr(tmp_path / "big.ome.zarr", img, "CYX", {"X": 0.3, "Y": 0.3},
+                         channel_names=["a", "b"])
+    out = tmp_path / "out.ome.zarr"
+    argv = ["restore", str(src), "-o", str(out), "--model", str(tiny_model_path), "--workers", "2",
+            "--tile", "32", "--overlap", "8", "--device", "cpu", "--no-range-check"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    res = read_image(out)
+    ref = tiny_model.predict(img, axes="CYX", warn_range=False, **TILING)
+    assert res.metadata["channel_names"] == ["a", "b"] and _rel_err(res.data, ref) < 1e-5
+    # again into a folder: the store keeps its kind; an existing result needs --overwrite
+    assert main([*argv[:2], "-o", str(tmp_path / "folder") + "/", *argv[4:], "--chunks", "24"]) == 0
+    assert (tmp_path / "folder" / "big_restored.ome.zarr").is_dir()
+    assert main([*argv, "--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_command_line_deconvolve_in_chunks(tmp_path, capsys):
+    from sharpscope.cli import main
+
+    blurred, psf = _blurred((1, 96, 88))
+    src = write_image(tmp_path / "b.tif", blurred[0], "YX")
+    write_image(tmp_path / "psf.tif", psf.astype(np.float32), "YX")
+    out = tmp_path / "d.tif"
+    assert main(["deconvolve", str(src), "-o", str(out), "--psf", str(tmp_path / "psf.tif"),
+                 "--iterations", "10", "--chunks", "48,44", "--device", "cpu"]) == 0
+    assert "chunks 48x44, halo 44x44" in capsys.readouterr().err
+    ref = deconvolve(blurred[0], psf, "rl", 10)
+    assert _rel_err(read_image(out).data, ref) < 1e-4
+
+
+@pytest.mark.parametrize("module", ["sharpscope.parallel", "sharpscope.io.ome_zarr",
+                                    "sharpscope.io.atomic"])
+def test_examples_run(module, tmp_path, monkeypatch):
+    import doctest
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.failed == 0

@@ -112,6 +112,8 @@ def _strip_ome(name: str) -> tuple[str, str]:
     for ome in (".ome.tif", ".ome.tiff"):
         if lower.endswith(ome):
             return name[: -len(ome)], ".ome.tif"
+    if lower.endswith(".zarr"):  # OME-Zarr stores give OME-Zarr results
+        return name[: -len(".ome.zarr" if lower.endswith(".ome.zarr") else ".zarr")], ".ome.zarr"
     return Path(name).stem, ".tif"
 
 
@@ -164,14 +166,14 @@ def collect_inputs(
     >>> collect_inputs(["data/"])  # doctest: +SKIP
     [(PosixPath('data/a.tif'), PosixPath('a.tif')), (PosixPath('data/day2/b.tif'), PosixPath('day2/b.tif'))]
     """
-    from sharpscope.io import is_image_file
+    from sharpscope.io import is_image_file, is_zarr_path
 
     out_root = Path(output_dir).resolve() if output_dir is not None else None
     found: list[tuple[Path, Path]] = []
     for item in inputs:
         text = os.fspath(item)
         p = Path(text)
-        if p.is_dir():
+        if p.is_dir() and not is_zarr_path(p):  # a zarr store is one image
             root = p.resolve()
             inner_out = out_root is not None and out_root != root and root in out_root.parents
             files = []
@@ -223,7 +225,10 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
 def _output_is_file(output: str | os.PathLike[str], n_inputs: int) -> bool:
     text = os.fspath(output)
     out = Path(text)
-    return not (out.is_dir() or text.endswith(("/", os.sep)) or not out.suffix or n_inputs > 1)
+    from sharpscope.io import is_zarr_path
+
+    is_folder = out.is_dir() and not is_zarr_path(out)
+    return not (is_folder or text.endswith(("/", os.sep)) or not out.suffix or n_inputs > 1)
 
 
 def plan_outputs(
@@ -410,6 +415,9 @@ def deconvolve_files(
     device: str = "auto",
     log: Callable[[str], None] | None = None,
     report: Callable[[str], None] | None = None,
+    chunks: Any = None,
+    workers: int | None = None,
+    cluster: str | None = None,
     **kw: Any,
 ) -> BatchResult:
     """Deconvolve image files with one PSF and write the results (``sharpscope deconvolve``).
@@ -435,6 +443,10 @@ def deconvolve_files(
         Receives how an automatic count or balance was chosen, one line per
         file (``'richardson-lucy stopped after 9 iterations ...'``, prefixed
         with the file when there are several).
+    chunks, workers, cluster : optional
+        Deconvolve chunk by chunk with dask, as in
+        :func:`sharpscope.restore.restore_files`
+        (:func:`sharpscope.parallel.deconvolve_dask`).
     **kw
         ``boundary``, ``tv_weight``, ``balance``, ... of
         :func:`~sharpscope.deconv.deconvolve`.
@@ -464,6 +476,14 @@ def deconvolve_files(
     bar = None
 
     def work(src: Path, dst: Path) -> Path:
+        if parallel.use_chunks(src, dst, axes, chunks, workers, cluster):
+            path, how = parallel.deconvolve_dask(
+                src, dst, psf, method, iterations, axes, chunks=chunks, workers=workers,
+                cluster=cluster, device=device, **kw,
+            )
+            if report is not None:
+                report(f"{src}: {how}" if many else how)
+            return path
         image = read_image(src, axes=axes)
         out, info = deconvolve(
             image.data,
@@ -492,19 +512,22 @@ def deconvolve_files(
 
             bar = tqdm(total=len(dests), desc="deconvolve", unit="file", file=sys.stderr)
 
+    from sharpscope import parallel
+
     many = False
     try:
-        return run_batch(
-            inputs,
-            output,
-            work,
-            suffix=suffix,
-            overwrite=overwrite,
-            skip_existing=skip_existing,
-            fail_fast=fail_fast,
-            check=check,
-            log=log,
-        )
+        with parallel.dask_client(workers, cluster):  # one cluster for the whole batch
+            return run_batch(
+                inputs,
+                output,
+                work,
+                suffix=suffix,
+                overwrite=overwrite,
+                skip_existing=skip_existing,
+                fail_fast=fail_fast,
+                check=check,
+                log=log,
+            )
     finally:
         if bar is not None:
             bar.close()

@@ -66,6 +66,7 @@ __all__ = [
     "needs_chunks",
     "restore_array",
     "restore_dask",
+    "use_chunks",
 ]
 
 DEFAULT_CHUNK = 1024
@@ -335,6 +336,9 @@ class Runner:
             bar.close()
 
 
+_ACTIVE: dict[tuple[Any, Any], Any] = {}
+
+
 def _start_method() -> str:
     """fork where it is safe and fast (Linux, no CUDA context), spawn elsewhere."""
     if not sys.platform.startswith("linux"):
@@ -391,6 +395,10 @@ def dask_client(
         return
     if workers is not None and cluster is not None:
         raise ConfigError("give either a cluster address or a number of workers, not both")
+    key = (workers, cluster)
+    if key in _ACTIVE:  # nested use (a batch of files): the client already running
+        yield _ACTIVE[key]
+        return
     try:
         import dask
         from distributed import Client, LocalCluster
@@ -401,9 +409,11 @@ def dask_client(
             client = Client(cluster, timeout="10s")
         except (OSError, TimeoutError) as exc:
             raise ConfigError(f"cannot reach the dask scheduler at {cluster}: {' '.join(str(exc).split())}") from None
+        _ACTIVE[key] = client
         try:
             yield client
         finally:
+            _ACTIVE.pop(key, None)
             client.close()
         return
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
@@ -417,13 +427,15 @@ def dask_client(
             threads_per_worker=int(threads_per_worker),
             processes=True,
             dashboard_address=None,
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,  # task errors reach the caller, once
         )
     try:
         client = Client(local)
+        _ACTIVE[key] = client
         try:
             yield client
         finally:
+            _ACTIVE.pop(key, None)
             client.close()
     finally:
         local.close()
@@ -449,9 +461,10 @@ def needs_chunks(
 ) -> bool:
     """Whether ``path`` should go through the chunked path.
 
-    True for OME-Zarr inputs and when :func:`in_memory_bytes` exceeds
-    ``budget`` (default :data:`MEMORY_FRACTION` of the available memory).
-    Only the file's metadata is read.
+    True for OME-Zarr inputs, and for TIFF and ``.npy`` files (which are read
+    lazily) when :func:`in_memory_bytes` exceeds ``budget`` (default
+    :data:`MEMORY_FRACTION` of the available memory).  Only the file's
+    metadata is read.
 
     Examples
     --------
@@ -463,9 +476,47 @@ def needs_chunks(
 
     if is_zarr_path(path):
         return True
+    if not str(path).lower().endswith((".tif", ".tiff", ".npy")):
+        return False  # read whole anyway (npz, png, jpeg)
     img = read_image(path, axes=axes, lazy=True)
     limit = MEMORY_FRACTION * available_memory() if budget is None else budget
     return in_memory_bytes(img.data.shape, img.data.dtype) > limit
+
+
+def use_chunks(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    axes: str | None = None,
+    chunks: Any = None,
+    workers: int | None = None,
+    cluster: str | None = None,
+) -> bool:
+    """Whether to restore/deconvolve ``src`` into ``dst`` chunk by chunk.
+
+    Yes when chunks, workers or a cluster are asked for, when either side is
+    OME-Zarr, or when the image is too large for memory
+    (:func:`needs_chunks`).  Without the ``zarr`` extra (dask) the answer is
+    no unless something was asked for, which is then a one-line error.
+
+    Examples
+    --------
+    >>> use_chunks("a.tif", "a_restored.tif", chunks=512)
+    True
+    """
+    from sharpscope.io import is_zarr_path
+
+    asked = chunks is not None or workers is not None or cluster is not None
+    asked = asked or is_zarr_path(src) or is_zarr_path(dst)
+    try:
+        import dask.array  # noqa: F401
+    except ImportError:
+        if asked:
+            raise ConfigError(
+                "chunked processing (--chunks, --workers, --cluster, OME-Zarr) needs dask: "
+                "install sharpscope[zarr]"
+            ) from None
+        return False
+    return asked or needs_chunks(src, axes)
 
 
 def _yx_chunks(chunks: int | Sequence[int] | None) -> tuple[int, int]:
@@ -714,9 +765,9 @@ def restore_array(
     ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
     ay, ax = _tile_plan(model, tile, overlap, multiple, ph, pw)
     cy, cx = _yx_chunks(chunks)
-    # halo: a tile touching a chunk lies within one tile of it
-    dy = 0 if ay.tile >= h or cy >= h else ay.tile
-    dx = 0 if ax.tile >= w or cx >= w else ax.tile
+    # halo: a tile touching a chunk lies within one tile of it (a tile as large as the
+    # image makes the chunk the whole axis)
+    dy, dx = min(ay.tile, h), min(ax.tile, w)
     ych, xch = _axis_chunks(h, cy, dy), _axis_chunks(w, cx, dx)
     dy, dx = (0 if len(ych) == 1 else dy), (0 if len(xch) == 1 else dx)
     work = work.rechunk((1,) * (work.ndim - 2) + (ych, xch))
@@ -976,10 +1027,9 @@ def _write(dst: Path, result: Any, img: Any, runner: Runner, chunks) -> Path:
         version = img.metadata.get("ngff_version")
         version = version if version in ("0.4", "0.5") else DEFAULT_VERSION
         names = img.metadata.get("channel_names")
-        zchunks = tuple(
-            min(c, n) if a in "YX" else 1
-            for a, c, n in zip(img.axes, _chunks_by_axis(img.axes, chunks), result.shape, strict=True)
-        )
+        # the computed chunks (one plane deep, the first extent along Y and X): each task
+        # writes whole zarr chunks, nothing is computed twice
+        zchunks = tuple(1 if a not in "YX" else c[0] for a, c in zip(img.axes, result.chunks, strict=True))
         return write_ome_zarr(
             dst, result, img.axes, img.pixel_size, channel_names=names, chunks=zchunks,
             version=version, compute=runner,
@@ -995,11 +1045,6 @@ def _write(dst: Path, result: Any, img: Any, runner: Runner, chunks) -> Path:
         )
         out[sl] = val
     return write_image(dst, out, img.axes, pixel_size=img.pixel_size)
-
-
-def _chunks_by_axis(axes: str, chunks) -> list[int]:
-    cy, cx = _yx_chunks(chunks)
-    return [cy if a == "Y" else cx if a == "X" else 1 for a in axes]
 
 
 def restore_dask(
@@ -1134,9 +1179,10 @@ def deconvolve_dask(
     _check_paths(src, dst)
     if isinstance(psf, (str, os.PathLike)):
         psf = read_image(psf).data
+    desc = kw.pop("desc", None) or src.name
     img = read_image(src, axes=axes, lazy=True)
     with dask_client(workers=workers, cluster=cluster) as client:
-        runner = Runner(client, retries=retries, progress=progress, desc=src.name)
+        runner = Runner(client, retries=retries, progress=progress, desc=desc)
         try:
             result, how = deconvolve_array(
                 img.data, psf, method, iterations, img.axes, chunks=chunks, halo=halo,

@@ -571,6 +571,9 @@ def restore_files(
     skip_existing: bool = False,
     fail_fast: bool = False,
     log: Callable[[str], None] | None = None,
+    chunks: int | Sequence[int] | None = None,
+    workers: int | None = None,
+    cluster: str | None = None,
     **kw: Any,
 ) -> BatchResult:
     """Restore image files and write the results (``sharpscope restore``).
@@ -601,6 +604,12 @@ def restore_files(
         raise :class:`~sharpscope.batch.BatchError` at the end).
     log : callable, optional
         Receives one line per failed file.
+    chunks, workers, cluster : optional
+        Restore chunk by chunk with dask (:func:`sharpscope.parallel.restore_dask`,
+        same result): chunks of this extent along Y and X, on a local cluster
+        of ``workers`` processes or the scheduler at ``cluster``.  Chosen for
+        every file without them too when a side is OME-Zarr or the image is
+        too large for memory (:func:`sharpscope.parallel.use_chunks`).
     **kw
         Passed to :meth:`Model.predict` (``tile``, ``overlap``,
         ``batch_size``, ``device``, ``progress``, ``dtype``, ``tta``,
@@ -656,6 +665,11 @@ def restore_files(
 
     def work(src: Path, dst: Path) -> Path:
         net = loaded[0]
+        if parallel.use_chunks(src, dst, axes, chunks, workers, cluster):
+            return parallel.restore_dask(
+                net, src, dst, axes=axes, chunks=chunks, workers=workers, cluster=cluster,
+                desc=desc, **kw,
+            )
         img = read_image(src, axes=axes)
         message = net.check_range(img.data, img.axes) if warn_range else None
         if message is not None:
@@ -663,14 +677,17 @@ def restore_files(
         restored = net.predict(img.data, axes=img.axes, desc=desc or src.name, warn_range=False, **kw)
         return write_image(dst, restored, img.axes, pixel_size=img.pixel_size)
 
-    return run_batch(
-        inputs,
-        output,
-        work,
-        suffix=suffix,
-        overwrite=overwrite,
-        skip_existing=skip_existing,
-        fail_fast=fail_fast,
-        check=check,
-        log=log,
-    )
+    from sharpscope import parallel
+
+    with parallel.dask_client(workers, cluster):  # one cluster for the whole batch
+        return run_batch(
+            inputs,
+            output,
+            work,
+            suffix=suffix,
+            overwrite=overwrite,
+            skip_existing=skip_existing,
+            fail_fast=fail_fast,
+            check=check,
+            log=log,
+        )

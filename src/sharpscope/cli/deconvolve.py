@@ -19,6 +19,7 @@ from sharpscope.cli._args import (
     setup_compute,
     show_progress,
 )
+from sharpscope.cli.restore import add_chunking
 
 # the same names as sharpscope.deconv.METHODS / BOUNDARIES (kept here so that
 # building the parser does not import torch)
@@ -86,6 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_threads(p)
     add_batch(p, "_deconvolved")
+    add_chunking(p)
     add_progress(p, default=False)
     add_quiet(p)
     add_json(p)
@@ -118,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
             fail_fast=args.fail_fast,
             log=log,
             report=lambda line: note(args, line),
+            chunks=args.chunks,
+            workers=args.workers,
+            cluster=args.cluster,
         )
 
     return run_batch_command(args, call, "deconvolve:")

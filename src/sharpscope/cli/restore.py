@@ -21,6 +21,39 @@ from sharpscope.cli._args import (
 )
 
 
+def chunk_size(text: str) -> tuple[int, int]:
+    """An argparse ``type``: ``'1024'`` or ``'1024,512'`` (Y, X extent of dask chunks)."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or N,M, got {text!r}") from None
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive N or N,M, got {text!r}")
+    return (values[0], values[-1])
+
+
+def add_chunking(p: argparse.ArgumentParser) -> None:
+    """``--chunks``, ``--workers``, ``--cluster``: images larger than memory, with dask."""
+    g = p.add_argument_group("images larger than memory (dask; needs sharpscope[zarr])")
+    g.add_argument(
+        "--chunks",
+        type=chunk_size,
+        default=None,
+        metavar="N[,M]",
+        help="work chunk by chunk of N (Y) by M (X) pixels, same result as in memory; "
+        "automatic for OME-Zarr and for images larger than half the available memory",
+    )
+    g.add_argument(
+        "--workers", type=integer(1), default=None, metavar="N",
+        help="start a local dask cluster of N single-threaded worker processes",
+    )
+    g.add_argument(
+        "--cluster", default=None, metavar="ADDRESS",
+        help="run on the dask scheduler at ADDRESS (e.g. tcp://host:8786)",
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``restore`` sub-command."""
     p = sub.add_parser(
@@ -84,6 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_batch(p, "_restored")
+    add_chunking(p)
     add_progress(p, default=True)
     add_quiet(p)
     add_json(p)
@@ -155,6 +189,9 @@ def run(args: argparse.Namespace) -> int:
             skip_existing=args.skip_existing,
             fail_fast=args.fail_fast,
             log=log,
+            chunks=args.chunks,
+            workers=args.workers,
+            cluster=args.cluster,
         )
 
     with warnings.catch_warnings():

@@ -359,7 +359,8 @@ def write_ome_zarr(
         names = None
     x = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), chunks=chunks)
     x = da.transpose(x, order) if order != sorted(order) else x
-    x = x.rechunk(chunks)
+    if not _aligned(x.chunks, chunks):
+        x = x.rechunk(chunks)
     n_levels = pyramid_levels(
         (x.shape[out_axes.index("Y")], x.shape[out_axes.index("X")]), levels
     )
@@ -382,7 +383,9 @@ def write_ome_zarr(
                 arr = root.create_array(
                     name, shape=level_data.shape, dtype=dtype, chunks=level_chunks, **extra
                 )
-                run(_store_parts(level_data.rechunk(level_chunks), arr, name))
+                if not _aligned(level_data.chunks, level_chunks):
+                    level_data = level_data.rechunk(level_chunks)
+                run(_store_parts(level_data, arr, name))
                 factor = [2.0**k if a in "YX" else 1.0 for a in out_axes]
                 datasets.append(
                     {
@@ -415,6 +418,15 @@ def write_ome_zarr(
         except OSError as exc:
             raise InputError(f"cannot write {dest}: {exc.strerror or exc}") from None
     return dest
+
+
+def _aligned(dask_chunks: tuple[tuple[int, ...], ...], zarr_chunks: tuple[int, ...]) -> bool:
+    """Whether every dask chunk covers whole zarr chunks (so that no two tasks share one)."""
+    for sizes, c in zip(dask_chunks, zarr_chunks, strict=True):
+        edges = np.cumsum(sizes)[:-1]
+        if np.any(edges % c):
+            return False
+    return True
 
 
 def _store_block(block: np.ndarray, arr: Any, block_info: Any = None) -> np.ndarray:
