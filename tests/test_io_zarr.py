@@ -277,3 +277,13 @@ def test_lazy_tiff_pickles_as_its_path(tmp_path):
     assert pages.shape == (3, 4, 5) and pages[2, 1].tolist() == list(range(45, 50))
     assert len(pickle.dumps(TiffPages(path))) < 500
 
+
+
+def test_lazy_tiffs_do_not_stay_open(tmp_path):
+    from sharpscope.io import tiff
+
+    for i in range(12):
+        path = tmp_path / f"{i}.tif"
+        tifffile.imwrite(path, np.full((2, 8, 8), i, np.uint8))
+        assert int(read_image(path, lazy=True).data[1].compute()[0, 0]) == i
+    assert len(tiff._STORES) <= tiff._MAX_STORES

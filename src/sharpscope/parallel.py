@@ -471,16 +471,27 @@ def needs_chunks(
     >>> needs_chunks("big.ome.zarr")  # doctest: +SKIP
     True
     """
-    from sharpscope.io import is_zarr_path, read_image
+    from sharpscope.io import is_zarr_path
     from sharpscope.resources import available_memory
 
     if is_zarr_path(path):
         return True
-    if not str(path).lower().endswith((".tif", ".tiff", ".npy")):
+    name = str(path).lower()
+    if name.endswith(".npy"):
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        shape, dtype = arr.shape, arr.dtype
+    elif name.endswith((".tif", ".tiff")):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                shape, dtype = tif.series[0].shape, tif.series[0].dtype
+        except Exception:  # read_image will say what is wrong with the file
+            return False
+    else:
         return False  # read whole anyway (npz, png, jpeg)
-    img = read_image(path, axes=axes, lazy=True)
     limit = MEMORY_FRACTION * available_memory() if budget is None else budget
-    return in_memory_bytes(img.data.shape, img.data.dtype) > limit
+    return in_memory_bytes(shape, dtype) > limit
 
 
 def use_chunks(

@@ -222,8 +222,10 @@ def _write_ome(tmp, arr, axes, px, key, prepared=None):
 LAZY_CHUNK_YX = 1024
 """Y and X extent of the dask chunks of a lazily read TIFF (a multiple of its tiles)."""
 
-_STORES: dict[tuple[str, int], Any] = {}
+# open zarr views of TIFF files, per process, the most recently used last
+_STORES: dict[tuple[str, int], tuple[Any, Any]] = {}
 _STORES_LOCK = threading.Lock()
+_MAX_STORES = 8
 
 
 class TiffPages:
@@ -266,12 +268,16 @@ class TiffPages:
 
         key = (self.path, os.stat(self.path).st_mtime_ns)
         with _STORES_LOCK:
-            z = _STORES.get(key)
-            if z is None:
+            entry = _STORES.pop(key, None)
+            if entry is None:
                 store = tifffile.imread(self.path, aszarr=True, series=0, level=0)
-                z = zarr.open(store, mode="r")
-                _STORES[key] = z
-        return z
+                entry = (store, zarr.open(store, mode="r"))
+            _STORES[key] = entry
+            while len(_STORES) > _MAX_STORES:  # close the least recently used file
+                old_store, _ = _STORES.pop(next(iter(_STORES)))
+                with contextlib.suppress(Exception):
+                    old_store.close()
+        return entry[1]
 
     def __getitem__(self, index: Any) -> np.ndarray:
         z = self._array()
