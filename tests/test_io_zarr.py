@@ -245,13 +245,15 @@ def test_killed_writer_leaves_no_complete_looking_store(tmp_path):
 @pytest.mark.parametrize("kind", ["pages", "tiles"])
 def test_lazy_tiff_reads_only_the_pages_it_needs(tmp_path, kind):
     data = RNG.random((32, 128, 128)).astype(np.float32)  # 2 MiB
-    path = tmp_path / "stack.tif"
-    if kind == "pages":
+    if kind == "pages":  # an ImageJ hyperstack, one strip per page
+        path = tmp_path / "stack.tif"
         tifffile.imwrite(path, data, imagej=True, metadata={"axes": "ZYX"}, resolution=(10, 10))
-    else:
-        tifffile.imwrite(path, data, tile=(32, 32), metadata={"axes": "ZYX"})
+    else:  # a tiled OME-TIFF
+        path = tmp_path / "stack.ome.tif"
+        tifffile.imwrite(path, data, tile=(32, 32), metadata={"axes": "ZYX", "PhysicalSizeX": 0.2})
     img = read_image(path, lazy=True)
     assert img.axes == "ZYX" and img.shape == data.shape and isinstance(img.data, da.Array)
+    assert img.metadata["format"] == ("imagej" if kind == "pages" else "ome-tiff")
     tracemalloc.start()
     try:
         plane = img.data[5, :40, :40].compute(scheduler="synchronous")

@@ -47,7 +47,8 @@ class Image:
     Parameters
     ----------
     data : numpy.ndarray
-        The pixels, in the file's dtype.
+        The pixels, in the file's dtype (a :class:`dask.array.Array` from
+        ``read_image(path, lazy=True)``).
     axes : str
         One letter of ``STCZYX`` per dimension of ``data``.
     pixel_size : dict of str to float
