@@ -483,8 +483,10 @@ def needs_chunks(
     elif name.endswith((".tif", ".tiff")):
         import tifffile
 
-        try:
-            with tifffile.TiffFile(path) as tif:
+        from sharpscope.io.tiff import _quiet_tifffile
+
+        try:  # tifffile's log messages stay off stderr (read_image reports them)
+            with _quiet_tifffile(Path(path)), tifffile.TiffFile(path) as tif:
                 shape, dtype = tif.series[0].shape, tif.series[0].dtype
         except Exception:  # read_image will say what is wrong with the file
             return False
