@@ -140,6 +140,11 @@ def _rekey_pixel_size(pixel_size: Mapping[str, float], old: str, new: str) -> di
 
 def _check_pixel_size(pixel_size: Mapping[str, Any] | None, axes: str) -> dict[str, float]:
     out: dict[str, float] = {}
+    if pixel_size is not None and not isinstance(pixel_size, Mapping):
+        raise InputError(
+            f"pixel_size must map axis letters to sizes in um, e.g. {{'Y': 0.1, 'X': 0.1}}; "
+            f"got {type(pixel_size).__name__}"
+        )
     for key, value in (pixel_size or {}).items():
         k = str(key).upper()
         if k not in SPATIAL_AXES:
