@@ -280,3 +280,17 @@ def test_examples_run(module, tmp_path, monkeypatch):
     mod = importlib.import_module(module)
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS, verbose=False)
     assert result.failed == 0
+
+
+def test_restore_on_a_running_scheduler_by_address(tiny_model, tmp_path):
+    from distributed import LocalCluster
+
+    img = _cells((40, 44))
+    src = write_image(tmp_path / "in.tif", img, "YX")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        out = restore_dask(tiny_model, src, tmp_path / "out.ome.zarr", chunks=32,
+                           cluster=cluster.scheduler_address, **TILING)
+        assert len(cluster.scheduler.workers) == 1  # the cluster outlives the run
+    ref = tiny_model.predict(img, warn_range=False, **TILING)
+    assert _rel_err(read_image(out).data, ref) < 1e-5
