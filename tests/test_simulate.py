@@ -369,7 +369,7 @@ def test_haze_layer_is_in_both_low_and_gt():
 
 
 def test_sizes_are_checked_against_memory_before_allocating(tmp_path, capsys, monkeypatch):
-    from sharpscope import resources
+    from sharpscope import runtime
     from sharpscope.cli import main
 
     out = tmp_path / "huge.npz"
@@ -380,7 +380,7 @@ def test_sizes_are_checked_against_memory_before_allocating(tmp_path, capsys, mo
     assert "100000 simulated pairs of 2048x2048" in capsys.readouterr().err
     assert not out.exists()
     # the bound follows the memory the system reports
-    monkeypatch.setattr(resources, "available_memory", lambda: 64 * 2**20)
+    monkeypatch.setattr(runtime, "available_memory", lambda: 64 * 2**20)
     with pytest.raises(ConfigError, match="simulated pairs of 64x64"):
         simulate_dataset("mrbcr-widefield", n=5000, size=64)
     assert simulate_dataset("mrbcr-widefield", n=2, size=32)["low"].shape == (2, 32, 32)

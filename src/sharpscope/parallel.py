@@ -472,7 +472,7 @@ def needs_chunks(
     True
     """
     from sharpscope.io import is_zarr_path
-    from sharpscope.resources import available_memory
+    from sharpscope.runtime import available_memory
 
     if is_zarr_path(path):
         return True
@@ -1034,7 +1034,7 @@ def _write(dst: Path, result: Any, img: Any, runner: Runner, chunks) -> Path:
     """OME-Zarr chunk by chunk; any other format computed in memory, then written."""
     from sharpscope.io import is_zarr_path, write_image
     from sharpscope.io.ome_zarr import DEFAULT_VERSION, write_ome_zarr
-    from sharpscope.resources import check_memory
+    from sharpscope.runtime import check_memory
 
     if is_zarr_path(dst):
         version = img.metadata.get("ngff_version")

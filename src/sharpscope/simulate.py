@@ -75,7 +75,7 @@ from sharpscope.errors import ConfigError, InputError
 from sharpscope.physics import specimens
 from sharpscope.physics.blur import Convolution
 from sharpscope.physics.noise import sensor
-from sharpscope.resources import check_memory
+from sharpscope.runtime import check_memory
 
 __all__ = [
     "PRESETS",
