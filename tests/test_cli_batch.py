@@ -164,8 +164,7 @@ def test_deconvolve_many_files(tmp_path, capsys):
 
 
 def test_python_twins_of_batch_commands(tiny_model, tmp_path):
-    from sharpscope.batch import BatchError
-    from sharpscope.restore import restore_files
+    from sharpscope.batch import BatchError, restore_files
 
     data = _tree(tmp_path / "data")
     write_image(data / "flat.tif", np.full((16, 16), 3, np.uint16), "YX")
@@ -242,9 +241,9 @@ def test_allocator_is_tuned_on_linux():
 def test_device_defaults_are_auto_in_the_cli_and_the_api():
     import inspect
 
-    from sharpscope.batch import deconvolve_files
+    from sharpscope.batch import deconvolve_files, restore_files
     from sharpscope.cli import build_parser
-    from sharpscope.restore import Model, load_model, restore_files
+    from sharpscope.restore import Model, load_model
 
     parser = build_parser()
     for command in ("restore", "deconvolve"):

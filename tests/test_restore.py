@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from sharpscope.batch import restore_files
 from sharpscope.errors import AxesError, ConfigError, InputError, ModelFormatError
 from sharpscope.io import read_image, write_image
-from sharpscope.restore import Model, check_finite, load_model, resolve_device, restore_files
+from sharpscope.restore import Model, check_finite, load_model, resolve_device
 
 RNG = np.random.default_rng(7)
 
@@ -330,8 +331,8 @@ def test_non_finite_prediction_is_an_error_and_writes_nothing(tiny_model, tmp_pa
 
     import tifffile
 
+    from sharpscope.batch import restore_files
     from sharpscope.errors import ModelFormatError
-    from sharpscope.restore import restore_files
 
     broken = copy.deepcopy(tiny_model)
     with torch.no_grad():

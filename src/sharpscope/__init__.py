@@ -47,7 +47,7 @@ _EXPORTS = {
     "denormalize": "sharpscope.normalize",
     "load_model": "sharpscope.restore",
     "Model": "sharpscope.restore",
-    "restore_files": "sharpscope.restore",
+    "restore_files": "sharpscope.batch",
     "deconvolve_files": "sharpscope.batch",
     "BatchResult": "sharpscope.batch",
     "BatchError": "sharpscope.batch",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from sharpscope.batch import BatchResult, expand_inputs, plan_outputs, run_batch
 from sharpscope.errors import (
     AxesError,
     ConfigError,
@@ -36,9 +35,7 @@ from sharpscope.errors import (
 from sharpscope.io import (
     Image,
     guess_axes,
-    read_image,
     validate_axes,
-    write_image,
 )
 from sharpscope.normalize import denormalize, normalize, percentiles
 from sharpscope.tiling import PreferredOverlap, predict_tiled
@@ -46,11 +43,8 @@ from sharpscope.tiling import PreferredOverlap, predict_tiled
 __all__ = [
     "Model",
     "check_finite",
-    "expand_inputs",
     "load_model",
-    "plan_outputs",
     "resolve_device",
-    "restore_files",
 ]
 
 DTYPES = ("float32", "input")
@@ -555,139 +549,3 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str =
         raise ModelFormatError(str(exc)) from None
     header, network = load_network(path)
     return Model(header, network.to(dev), path=Path(path))
-
-
-# ------------------------------------------------------------------- files
-
-
-def restore_files(
-    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-    output: str | os.PathLike[str],
-    model: Model | str | os.PathLike[str] | None = None,
-    axes: str | None = None,
-    *,
-    suffix: str = "_restored",
-    overwrite: bool = False,
-    skip_existing: bool = False,
-    fail_fast: bool = False,
-    log: Callable[[str], None] | None = None,
-    chunks: int | Sequence[int] | None = None,
-    workers: int | None = None,
-    cluster: str | None = None,
-    **kw: Any,
-) -> BatchResult:
-    """Restore image files and write the results (``sharpscope restore``).
-
-    Parameters
-    ----------
-    inputs : path-like or iterable of them
-        Image files, folders (every supported image below them, sub-folders
-        included) and glob patterns.
-    output : path-like
-        With one input file: the output file (its suffix picks the format),
-        or a folder (an existing one, a path ending in ``/``, or a name
-        without suffix).  With several: a folder (created when missing).
-        Files in a folder are named ``<stem><suffix>.tif`` (``.ome.tif`` for
-        OME inputs); files found in an input folder keep their sub-folder.
-    model : Model, str or path-like, optional
-        A loaded :class:`Model` or what :func:`load_model` takes.
-    axes : str, optional
-        Axes override for every input.
-    suffix : str
-        Appended to the stem of each result in an output folder.
-    overwrite, skip_existing : bool
-        What to do with results that already exist in an output folder
-        (without either, nothing is computed and the error names them).
-        Replacing an input itself always needs ``overwrite``.
-    fail_fast : bool
-        Stop at the first file that fails (default: go on with the others and
-        raise :class:`~sharpscope.batch.BatchError` at the end).
-    log : callable, optional
-        Receives one line per failed file.
-    chunks, workers, cluster : optional
-        Restore chunk by chunk with dask (:func:`sharpscope.parallel.restore_dask`,
-        same result): chunks of this extent along Y and X, on a local cluster
-        of ``workers`` processes or the scheduler at ``cluster``.  Chosen for
-        every file without them too when a side is OME-Zarr or the image is
-        too large for memory (:func:`sharpscope.parallel.use_chunks`).
-    **kw
-        Passed to :meth:`Model.predict` (``tile``, ``overlap``,
-        ``batch_size``, ``device``, ``progress``, ``dtype``, ``tta``,
-        ``warn_range``).  With ``warn_range`` (default True) and a model
-        that records its valid range, each input outside it gets one
-        :class:`~sharpscope.errors.RangeWarning` naming the file.
-
-    Returns
-    -------
-    BatchResult
-        The written files (a list of paths, in input order) with ``done``,
-        ``skipped``, ``failed``, ``seconds`` and ``summary()``.  Each file is
-        written atomically: a failure never leaves a partial file.
-
-    Raises
-    ------
-    SharpscopeError
-        The message names the offending file; see
-        :func:`sharpscope.batch.run_batch`.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sharpscope.io import write_image
-    >>> rng = np.random.default_rng(0)
-    >>> _ = write_image("raw/a.tif", rng.poisson(50, (64, 64)).astype("uint16"), "YX")
-    >>> _ = write_image("raw/day2/b.tif", rng.poisson(50, (48, 80)).astype("uint16"), "YX")
-    >>> result = restore_files("raw/", "restored/", device="cpu")
-    >>> [str(p) for p in result]
-    ['restored/a_restored.tif', 'restored/day2/b_restored.tif']
-    >>> restore_files("raw/", "restored/", skip_existing=True).summary()  # doctest: +ELLIPSIS
-    '0 done, 2 skipped, 0 failed in ... s'
-    """
-    if axes is not None:
-        validate_axes(axes, len(axes.strip()))
-    dtype = kw.get("dtype", "float32")
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    desc = kw.pop("desc", None)
-    warn_range = kw.pop("warn_range", True)
-    loaded: list[Model] = [model] if isinstance(model, Model) else []
-
-    def check(dests: Sequence[Path]) -> None:
-        if dtype == "float32":
-            for dst in dests:
-                if dst.name.lower().endswith((".png", ".jpg", ".jpeg")):
-                    raise InputError(
-                        f"{dst}: PNG/JPEG cannot store float32 results; write .tif or pass "
-                        "--dtype input (dtype='input')"
-                    )
-        if not loaded:
-            loaded.append(load_model(model, device=kw.get("device", "auto")))
-
-    def work(src: Path, dst: Path) -> Path:
-        net = loaded[0]
-        if parallel.use_chunks(src, dst, axes, chunks, workers, cluster):
-            return parallel.restore_dask(
-                net, src, dst, axes=axes, chunks=chunks, workers=workers, cluster=cluster,
-                desc=desc, **kw,
-            )
-        img = read_image(src, axes=axes)
-        message = net.check_range(img.data, img.axes) if warn_range else None
-        if message is not None:
-            warnings.warn(f"{src}: {message}", RangeWarning, stacklevel=4)
-        restored = net.predict(img.data, axes=img.axes, desc=desc or src.name, warn_range=False, **kw)
-        return write_image(dst, restored, img.axes, pixel_size=img.pixel_size)
-
-    from sharpscope import parallel
-
-    with parallel.dask_client(workers, cluster):  # one cluster for the whole batch
-        return run_batch(
-            inputs,
-            output,
-            work,
-            suffix=suffix,
-            overwrite=overwrite,
-            skip_existing=skip_existing,
-            fail_fast=fail_fast,
-            check=check,
-            log=log,
-        )

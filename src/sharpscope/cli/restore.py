@@ -158,8 +158,8 @@ def _is_many(text: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Handle ``sharpscope restore``."""
+    from sharpscope.batch import restore_files
     from sharpscope.errors import RangeWarning
-    from sharpscope.restore import restore_files
 
     setup_compute(args)
 
