@@ -375,3 +375,31 @@ def test_python_twins_of_every_command():
         # (sharpscope.train is the module once sharpscope.train has been imported: ask its home)
         obj = getattr(importlib.import_module(sharpscope._EXPORTS[name]), name)
         assert callable(obj) and obj.__doc__ and "Examples" in obj.__doc__, name
+
+
+def test_batch_follows_the_available_memory(tiny_model, monkeypatch):
+    import warnings
+
+    import sharpscope.restore as restore_mod
+    import sharpscope.runtime as runtime
+
+    seen = []
+    real = restore_mod.predict_tiled
+    monkeypatch.setattr(restore_mod, "predict_tiled", lambda *a, **k: seen.append(k["batch_size"]) or real(*a, **k))
+    img = np.random.default_rng(1).random((200, 200)).astype(np.float32)
+    ref = tiny_model.predict(img, axes="YX", tile=64, overlap=16, warn_range=False)
+    assert seen[-1] == 8  # plenty of memory: the default
+    per_tile = restore_mod.TILE_BYTES_PER_PIXEL * 64 * 64
+    monkeypatch.setattr(runtime, "available_memory", lambda: int(2 * 3 * per_tile))
+    out = tiny_model.predict(img, axes="YX", tile=64, overlap=16, warn_range=False)
+    assert seen[-1] == 3
+    np.testing.assert_allclose(out, ref, atol=1e-6)  # the batch changes the cost, not the result
+    with pytest.warns(RuntimeWarning, match="batch size 64 needs about"):
+        tiny_model.predict(img, axes="YX", tile=64, overlap=16, batch_size=64, warn_range=False)
+    assert seen[-1] == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny_model.predict(img, axes="YX", tile=64, overlap=16, batch_size=2, warn_range=False)
+    assert seen[-1] == 2
+    with pytest.raises(ConfigError):
+        tiny_model.predict(img, axes="YX", batch_size=0, warn_range=False)

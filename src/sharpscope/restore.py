@@ -48,6 +48,10 @@ __all__ = [
 ]
 
 DTYPES = ("float32", "input")
+DEFAULT_BATCH = 8
+# peak CPU memory of m-rBCR (32 channels) per pixel of a tile in a batch: a 4096x4096 restore
+# with 512-pixel tiles peaked at 2.8 GB with batches of 8 and 6.6 GB with batches of 64
+TILE_BYTES_PER_PIXEL = 300
 # the range check estimates noise and resolution on at most this central square of one plane
 RANGE_CROP = 512
 
@@ -309,6 +313,35 @@ class Model:
                 )
         return None
 
+    def _memory_batch(
+        self, requested: int | None, tile: Any, shape: tuple[int, int], dev: torch.device
+    ) -> int:
+        """Tiles per call that the available memory holds (CPU; GPUs keep the request)."""
+        if requested is not None and int(requested) < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {requested}")
+        if dev.type != "cpu":
+            return int(requested or DEFAULT_BATCH)
+        from sharpscope.runtime import available_memory, format_bytes
+
+        th, tw = (tile, tile) if isinstance(tile, (int, np.integer)) else tile
+        pixels = min(int(th), shape[0] + 2 * self.size_multiple) * min(
+            int(tw), shape[1] + 2 * self.size_multiple
+        )
+        width = max(1.0, float(_field(self.header, "hparams", {}).get("channels", 32)) / 32)
+        per_tile = TILE_BYTES_PER_PIXEL * pixels * width
+        allowed = max(1, int(0.5 * available_memory() // per_tile))
+        if requested is None:
+            return min(DEFAULT_BATCH, allowed)
+        if int(requested) > allowed:
+            warnings.warn(
+                f"batch size {requested} needs about {format_bytes(requested * per_tile)} of "
+                f"memory; using {allowed} tiles per call",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return allowed
+        return int(requested)
+
     def _tile_defaults(self) -> tuple[int, int]:
         """Header tile size and overlap; the overlap shrinks to fit a smaller tile."""
         tile = _field(self.header, "tile")
@@ -321,7 +354,7 @@ class Model:
         axes: str | None = None,
         tile: int | Sequence[int] | None = None,
         overlap: int | Sequence[int] | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         device: str | torch.device = "auto",
         progress: bool = False,
         dtype: str = "float32",
@@ -341,8 +374,12 @@ class Model:
             ``Y``, ``X`` (:func:`~sharpscope.io.guess_axes`).
         tile, overlap : int or (int, int), optional
             Tiling; default from the model header.
-        batch_size : int
-            Tiles per network call (bounds memory).
+        batch_size : int, optional
+            Tiles per network call.  Default: 8, or fewer when the available
+            memory cannot hold 8 tiles' activations (about
+            ``TILE_BYTES_PER_PIXEL`` bytes per tile pixel for m-rBCR's 32
+            channels, on the CPU); a larger value than memory allows is
+            lowered to what fits, with a ``RuntimeWarning``.
         device : {'auto', 'cpu', 'cuda'}
             Where the network runs; ``'auto'`` picks CUDA when available.
         progress : bool
@@ -419,6 +456,7 @@ class Model:
 
         pmin, pmax = self.percentiles
         net = self.network.to(dev)
+        batch_size = self._memory_batch(batch_size, tile, (h, w), dev)
 
         def fn(x: torch.Tensor) -> torch.Tensor:
             if not tta:

@@ -93,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--overlap", type=integer(0), default=None, metavar="N", help="tile overlap (pixels)"
     )
     p.add_argument(
-        "--batch-size", type=integer(1), default=8, metavar="B", help="tiles per batch (default: 8)"
+        "--batch-size", type=integer(1), default=None, metavar="B",
+        help="tiles per batch (default: 8, fewer when memory is short)"
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     add_threads(p)
