@@ -566,24 +566,12 @@ def _bounds(sizes: Sequence[int]) -> tuple[int, ...]:
 
 def _tile_plan(model: Any, tile, overlap, multiple: int, ph: int, pw: int):
     """The whole-image tile grid of :func:`sharpscope.tiling.predict_tiled`."""
-    from sharpscope import tiling
+    from sharpscope.tiling import tile_grid
 
     t_default, o_default = model._tile_defaults()
     tile = t_default if tile is None else tile
     overlap = o_default if overlap is None else overlap
-    th, tw = tiling._pair(tile, "tile")
-    preferred = getattr(tiling, "PreferredOverlap", None)
-    is_pref = preferred is not None and isinstance(overlap, preferred)
-    oh, ow = tiling._pair(overlap, "overlap")
-    if min(th, tw) < 1:
-        raise ConfigError(f"tile size must be positive, got {tile!r}")
-    if is_pref:
-        oh, ow = tiling.fit_overlap(th, oh, multiple), tiling.fit_overlap(tw, ow, multiple)
-    if min(oh, ow) < 0:
-        raise ConfigError(f"overlap must be >= 0, got {overlap!r}")
-    if oh >= th or ow >= tw:
-        raise ConfigError(f"overlap {overlap!r} must be smaller than the tile {tile!r}")
-    return tiling.layout_axis(ph, th, oh, multiple), tiling.layout_axis(pw, tw, ow, multiple)
+    return tile_grid((ph, pw), tile, overlap, multiple)
 
 
 def _local_axis(axis: Any, c0: int, c1: int, g0: int, size: int):
@@ -701,7 +689,7 @@ def restore_array(
     axes: str,
     tile: int | Sequence[int] | None = None,
     overlap: int | Sequence[int] | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     device: str = "cpu",
     tta: bool = False,
     dtype: str = "float32",
@@ -764,6 +752,10 @@ def restore_array(
         raise InputError(f"unsupported pixel type {x.dtype}")
     if x.size == 0:
         raise InputError(f"image is empty (shape {x.shape})")
+    if batch_size is None:  # chunks are small: the in-memory default
+        from sharpscope.restore import DEFAULT_BATCH
+
+        batch_size = DEFAULT_BATCH
     if int(batch_size) < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     axes = guess_axes(x.ndim) if axes is None else validate_axes(axes, x.ndim)

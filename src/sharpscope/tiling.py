@@ -177,6 +177,43 @@ def _pad_to(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.pad(image, widths, mode=mode)
 
 
+def tile_grid(
+    shape: tuple[int, int],
+    tile: int | Sequence[int],
+    overlap: int | Sequence[int],
+    multiple: int = 1,
+) -> tuple[Axis1D, Axis1D]:
+    """The tile layout of :func:`predict_tiled` for an image of ``shape`` (rows, columns).
+
+    The image is first padded up to a multiple of ``multiple``; the returned
+    axes describe that padded grid (``Axis1D.size``).  Checks the options
+    exactly as :func:`predict_tiled` does; the chunked path of
+    :mod:`sharpscope.parallel` uses the same grid, so both give the same result.
+
+    Examples
+    --------
+    >>> ay, ax = tile_grid((50, 70), tile=32, overlap=8, multiple=4)
+    >>> ay.size, ax.size, len(ay.starts), len(ax.starts)
+    (52, 72, 2, 3)
+    """
+    th, tw = _pair(tile, "tile")
+    oh, ow = _pair(overlap, "overlap")
+    multiple = int(multiple)
+    if multiple < 1:
+        raise ConfigError(f"multiple must be >= 1, got {multiple}")
+    if min(th, tw) < 1:
+        raise ConfigError(f"tile size must be positive, got {tile!r}")
+    if isinstance(overlap, PreferredOverlap):
+        oh, ow = fit_overlap(th, oh, multiple), fit_overlap(tw, ow, multiple)
+    if min(oh, ow) < 0:
+        raise ConfigError(f"overlap must be >= 0, got {overlap!r}")
+    if oh >= th or ow >= tw:
+        raise ConfigError(f"overlap {overlap!r} must be smaller than the tile {tile!r}")
+    ph = -(-int(shape[0]) // multiple) * multiple
+    pw = -(-int(shape[1]) // multiple) * multiple
+    return layout_axis(ph, th, oh, multiple), layout_axis(pw, tw, ow, multiple)
+
+
 def predict_tiled(
     fn: Callable[[torch.Tensor], torch.Tensor],
     image: np.ndarray,
@@ -242,29 +279,13 @@ def predict_tiled(
     squeeze = arr.ndim == 2
     if squeeze:
         arr = arr[None]
-    th, tw = _pair(tile, "tile")
-    preferred = isinstance(overlap, PreferredOverlap)
-    oh, ow = _pair(overlap, "overlap")
-    multiple = int(multiple)
-    if multiple < 1:
-        raise ConfigError(f"multiple must be >= 1, got {multiple}")
-    if min(th, tw) < 1:
-        raise ConfigError(f"tile size must be positive, got {tile!r}")
-    if preferred:
-        oh, ow = fit_overlap(th, oh, multiple), fit_overlap(tw, ow, multiple)
-    if min(oh, ow) < 0:
-        raise ConfigError(f"overlap must be >= 0, got {overlap!r}")
-    if oh >= th or ow >= tw:
-        raise ConfigError(f"overlap {overlap!r} must be smaller than the tile {tile!r}")
     if int(batch_size) < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-
+    multiple = int(multiple)
     n, h, w = arr.shape
-    ph = -(-h // multiple) * multiple
-    pw = -(-w // multiple) * multiple
+    ay, ax = tile_grid((h, w), tile, overlap, multiple)
+    ph, pw = ay.size, ax.size
     padded = _pad_to(arr, (ph, pw))
-    ay = layout_axis(ph, th, oh, multiple)
-    ax = layout_axis(pw, tw, ow, multiple)
 
     weight = np.zeros((ph, pw), dtype=np.float64)
     for ys, wy in zip(ay.starts, ay.windows, strict=True):
