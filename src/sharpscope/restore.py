@@ -54,6 +54,9 @@ DEFAULT_BATCH = 8
 TILE_BYTES_PER_PIXEL = 300
 # the range check estimates noise and resolution on at most this central square of one plane
 RANGE_CROP = 512
+# the recorded range is the 1st-99th percentile of the training inputs' estimates: an input
+# is flagged only when it lies beyond it by more than this factor (the estimators' own spread)
+RANGE_TOLERANCE = 1.5
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -247,7 +250,8 @@ class Model:
         of each channel, the noise as photons per unit of normalised intensity
         with this model's percentiles of the whole channel, exactly as
         :func:`sharpscope.estimate.calibrate_valid_range` measured the
-        training inputs.
+        training inputs.  An estimate is out of range when it lies beyond the
+        recorded range by more than ``RANGE_TOLERANCE`` (1.5x).
 
         Parameters
         ----------
@@ -295,12 +299,15 @@ class Model:
             found = []
             if noise is not None:
                 photons = photons_per_unit(noise, *_scale(chan, pmin, pmax))
-                if not ph_range[0] <= photons <= ph_range[1]:
+                lo_ph, hi_ph = ph_range[0] / RANGE_TOLERANCE, ph_range[1] * RANGE_TOLERANCE
+                if not lo_ph <= photons <= hi_ph:
                     found.append(
                         f"{_num(photons)} photons per unit intensity "
                         f"(trained {_num(ph_range[0])}-{_num(ph_range[1])})"
                     )
-            if fc is not None and not cut_range[0] <= fc <= cut_range[1]:
+            if fc is not None and not (
+                cut_range[0] / RANGE_TOLERANCE <= fc <= cut_range[1] * RANGE_TOLERANCE
+            ):
                 found.append(
                     f"cut-off frequency {fc:.3g} cycles/pixel "
                     f"(trained {cut_range[0]:.3g}-{cut_range[1]:.3g})"
