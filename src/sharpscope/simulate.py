@@ -421,6 +421,38 @@ def _axial_nyquist(na: float, wavelength_um: float, n: float) -> float:
     return wavelength_um / (2.0 * n * (1.0 - cos_a))
 
 
+def _optics_psf(
+    confocal: bool,
+    na: float,
+    ex: float,
+    em: float,
+    pixel: float,
+    n: float,
+    pinhole: float,
+    z_step: float,
+    **kw: Any,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Widefield or confocal PSF of drawn optics, and the parameters recorded for it."""
+    from sharpscope.physics.psf import confocal_psf, widefield_psf
+
+    if confocal:
+        psf = confocal_psf(na, ex, em, pixel, pinhole, refractive_index=n, **kw)
+    else:
+        psf = widefield_psf(na, em, pixel, refractive_index=n, **kw)
+    params = {
+        "modality": "confocal" if confocal else "widefield",
+        "na": na,
+        "wavelength_ex": ex,
+        "wavelength_em": em,
+        "refractive_index": n,
+        "pinhole": pinhole,
+        "pixel_size": pixel,
+        "z_step": z_step,
+        "fc": na * pixel * 1000.0 / em,
+    }
+    return psf, params
+
+
 @dataclass(frozen=True)
 class OpticsPreset(Preset):
     """Preset drawing microscope optics (the m-rBCR simulation).
@@ -467,7 +499,6 @@ class OpticsPreset(Preset):
             raise ConfigError("confocal_probability must be in [0, 1]")
 
     def draw_psf(self, g, ndim, depth):
-        from sharpscope.physics.psf import confocal_psf, widefield_psf
 
         na = _u(g, self.na)
         ex = _u(g, self.wavelength_ex)
@@ -480,24 +511,11 @@ class OpticsPreset(Preset):
         n = float(self.refractive_index)
         pixel = s * em / (4.0 * na) / 1000.0  # um
         z_step = min(ratio * pixel, _axial_nyquist(na, em / 1000.0, n)) if ndim == 3 else 0.0
-        kw: dict[str, Any] = {"refractive_index": n, "size": int(self.psf_size)}
+        kw: dict[str, Any] = {"size": int(self.psf_size)}
         if ndim == 3:
             kw.update(z_planes=_psf_planes(depth), z_step=z_step)
-        if confocal:
-            psf = confocal_psf(na, ex, em, pixel, self.pinhole_confocal, **kw)
-        else:
-            psf = widefield_psf(na, em, pixel, **kw)
-        params = {
-            "modality": "confocal" if confocal else "widefield",
-            "na": na,
-            "wavelength_ex": ex,
-            "wavelength_em": em,
-            "refractive_index": n,
-            "pinhole": self.pinhole_confocal if confocal else self.pinhole_widefield,
-            "pixel_size": pixel,
-            "z_step": z_step,
-            "fc": na * pixel * 1000.0 / em,
-        }
+        pinhole = self.pinhole_confocal if confocal else self.pinhole_widefield
+        psf, params = _optics_psf(confocal, na, ex, em, pixel, n, pinhole, z_step, **kw)
         return psf, params, (z_step / pixel if ndim == 3 else 1.0)
 
 
@@ -638,7 +656,6 @@ class MicroscopePreset(Preset):
             raise ConfigError("confocal_probability must be in [0, 1]")
 
     def draw_psf(self, g, ndim, depth):
-        from sharpscope.physics.psf import confocal_psf, widefield_psf
 
         if ndim != 2:
             raise ConfigError(f"preset {self.name!r} is 2-D only")
@@ -660,24 +677,11 @@ class MicroscopePreset(Preset):
         tmax = _u(g, self.theta_max)
         others = (2 * torch.rand(7, generator=g, dtype=torch.float64) - 1) * tmax
         zernike = torch.cat([torch.tensor([defocus], dtype=torch.float64), others]).float()
-        kw: dict[str, Any] = {"refractive_index": n, "size": int(self.psf_size), "zernike": zernike}
-        if confocal:
-            psf = confocal_psf(na, ex, em, pixel, pinhole, **kw)
-        else:
-            psf = widefield_psf(na, em, pixel, **kw)
-        params = {
-            "modality": "confocal" if confocal else "widefield",
-            "na": na,
-            "wavelength_ex": ex,
-            "wavelength_em": em,
-            "refractive_index": n,
-            "pinhole": pinhole if confocal else 0.0,
-            "pixel_size": pixel,
-            "z_step": 0.0,
-            "fc": na * pixel * 1000.0 / em,
-            "defocus": defocus,
-            "theta_max": tmax,
-        }
+        psf, params = _optics_psf(
+            confocal, na, ex, em, pixel, n, pinhole if confocal else 0.0, 0.0,
+            size=int(self.psf_size), zernike=zernike,
+        )
+        params.update(defocus=defocus, theta_max=tmax)
         return psf, params, 1.0
 
 
