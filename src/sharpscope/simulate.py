@@ -429,10 +429,13 @@ def _optics_psf(
     pixel: float,
     n: float,
     pinhole: float,
-    z_step: float,
+    recorded_z_step: float,
     **kw: Any,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Widefield or confocal PSF of drawn optics, and the parameters recorded for it."""
+    """Widefield or confocal PSF of drawn optics, and the parameters recorded for it.
+
+    ``kw`` goes to the PSF function (``size``, ``zernike``, ``z_planes``, ``z_step``).
+    """
     from sharpscope.physics.psf import confocal_psf, widefield_psf
 
     if confocal:
@@ -447,7 +450,7 @@ def _optics_psf(
         "refractive_index": n,
         "pinhole": pinhole,
         "pixel_size": pixel,
-        "z_step": z_step,
+        "z_step": recorded_z_step,
         "fc": na * pixel * 1000.0 / em,
     }
     return psf, params
