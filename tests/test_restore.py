@@ -403,3 +403,22 @@ def test_batch_follows_the_available_memory(tiny_model, monkeypatch):
     assert seen[-1] == 2
     with pytest.raises(ConfigError):
         tiny_model.predict(img, axes="YX", batch_size=0, warn_range=False)
+
+
+def test_many_tiny_planes_are_batched_not_padded_to_tiles(tiny_model, monkeypatch):
+    """256 planes of 2x2: a few network calls on small inputs, not 256 full tiles."""
+    calls = []
+    net = tiny_model.network
+    real_forward = net.forward
+
+    def spy(x):
+        calls.append(tuple(x.shape))
+        return real_forward(x)
+
+    monkeypatch.setattr(net, "forward", spy)
+    img = np.random.default_rng(2).random((4, 4, 4, 4, 2, 2)).astype(np.float32)
+    out = tiny_model.predict(img, axes="STCZYX", warn_range=False)
+    assert out.shape == img.shape and np.isfinite(out).all()
+    planes = 4 * 4 * 4  # S*T*Z per channel, 4 channels
+    assert calls and len(calls) <= 4 * -(-planes // 8)
+    assert all(h <= 8 and w <= 8 and n <= 8 for n, _, h, w in calls)
