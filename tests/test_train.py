@@ -603,3 +603,13 @@ def test_threads_are_capped_at_the_cores(pairs_npz, tmp_path):
     train(_cfg(pairs_npz, tmp_path / "t", steps=1, threads=10_000), progress=False,
           callback=lambda step, logs: seen.append(torch.get_num_threads()))
     assert seen == [physical_cores()] and torch.get_num_threads() == 1
+
+
+def test_batch_and_patch_sizes_are_checked_against_memory(tmp_path):
+    cfg = load_config(overrides={
+        "data.simulate": "mrbcr-widefield", "model.hparams": TINY, "steps": 1, "batch_size": 100000,
+        "patch_size": 512, "out": str(tmp_path / "run"), "plot": False, "device": "cpu",
+    })
+    with pytest.raises(ConfigError, match="training batches of 100000 x 512x512 needs about"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run").exists()

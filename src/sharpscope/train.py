@@ -890,6 +890,24 @@ def _split_rows(images: Any, fraction: float, patch_size: int) -> tuple[Any, Any
     return PairedImages(tr_l, tr_g, tr_n), PairedImages(va_l, va_g, va_n)
 
 
+# training keeps every activation for the backward pass: about 4x the inference peak per pixel
+TRAIN_BYTES_PER_PIXEL = 1200
+
+
+def _check_training_memory(config: TrainConfig, net: nn.Module, device: torch.device) -> None:
+    """One-line error when a batch cannot fit in the memory (CPU; GPUs report their own)."""
+    from sharpscope.runtime import check_memory
+
+    if device.type != "cpu":
+        return
+    width = max(1.0, float(getattr(net, "hparams", {}).get("channels", 32)) / 32)
+    need = TRAIN_BYTES_PER_PIXEL * width * config.batch_size * config.patch_size**2
+    need += (config.val_size + config.batch_size) * 2 * 4 * config.patch_size**2  # the patches
+    check_memory(
+        need, f"training batches of {config.batch_size} x {config.patch_size}x{config.patch_size}"
+    )
+
+
 def _training_range(val_low: torch.Tensor, norm: tuple[float, float]) -> Any:
     """The model header's ``valid_range``: the estimators run on the validation inputs.
 
@@ -1349,6 +1367,7 @@ def _train(
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
+    _check_training_memory(config, net, device)
     data = _build_data(config)
     # the percentiles prediction must use: those the training inputs were normalised with
     norm = data.normalization or (config.data.pmin, config.data.pmax)
