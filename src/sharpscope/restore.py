@@ -175,8 +175,8 @@ class Model:
     ('widefield-2d', 'mrbcr')
     >>> model.tile  # default tile size and overlap
     (512, 96)
-    >>> model.training_range is None  # this header records no range
-    True
+    >>> sorted(model.training_range)  # recorded in its header
+    ['cutoff', 'photons']
     >>> image = np.random.default_rng(0).poisson(50, (64, 80)).astype(np.uint16)
     >>> model.predict(image, warn_range=False).shape
     (64, 80)
