@@ -28,11 +28,68 @@ from sharpscope.errors import ConfigError
 __all__ = [
     "available_memory",
     "check_memory",
+    "cpu_flags",
+    "cpu_model",
     "format_bytes",
+    "native_bf16",
     "physical_cores",
     "set_threads",
     "tune_allocator",
 ]
+
+
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of this machine's CPU (Linux ``/proc/cpuinfo``).
+
+    Machines differ (some have AVX-512 and AMX, others only AVX2): read the flags,
+    never assume them.  Empty where the file is missing (not Linux).
+
+    Examples
+    --------
+    >>> isinstance(cpu_flags(), frozenset)
+    True
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # pragma: no cover - not Linux
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()  # pragma: no cover
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string.
+
+    Examples
+    --------
+    >>> isinstance(cpu_model(), str)
+    True
+    """
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def native_bf16() -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16).
+
+    Only then does bfloat16 autocast pay on the CPU; elsewhere it is emulated and slower.
+
+    Examples
+    --------
+    >>> native_bf16() in (True, False)
+    True
+    """
+    flags = cpu_flags()
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 def physical_cores() -> int:
