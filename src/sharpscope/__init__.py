@@ -27,7 +27,7 @@ Examples
 --------
 >>> import sharpscope
 >>> [m.name for m in sharpscope.list_models() if m.source == "bundled"]
-['widefield-2d']
+['psfid-2d', 'widefield-2d']
 """
 
 from __future__ import annotations

@@ -352,7 +352,9 @@ def read_header(path: str | os.PathLike) -> ModelHeader:
         return _header_from(handle, path)
 
 
-def load_network(path: str | os.PathLike) -> tuple[ModelHeader, nn.Module]:
+def load_network(
+    path: str | os.PathLike, kind: str | None = "restoration"
+) -> tuple[ModelHeader, nn.Module]:
     """Load a model file: validated header and the network with its weights.
 
     The header is validated first (JSON, fields, known architecture, supported
@@ -363,6 +365,10 @@ def load_network(path: str | os.PathLike) -> tuple[ModelHeader, nn.Module]:
     ----------
     path : str or PathLike
         A ``.safetensors`` model file.
+    kind : {'restoration', 'psf-identification'} or None
+        What the network must do (:data:`sharpscope.models.registry.KINDS`): a
+        file of another kind is refused before anything is built.  None accepts
+        any kind.
 
     Returns
     -------
@@ -383,6 +389,15 @@ def load_network(path: str | os.PathLike) -> tuple[ModelHeader, nn.Module]:
     path = Path(path)
     with _open(path) as handle:
         header = _header_from(handle, path)
+        if kind is not None:
+            from sharpscope.models.registry import kind_of
+
+            found = kind_of(header.architecture)
+            if found != kind:
+                raise ModelFormatError(
+                    f"{path} is a {found} model ({header.architecture}), not a {kind} model"
+                    + (" (load it with sharpscope.models.psfnet.load_identifier)" if found == "psf-identification" else "")
+                )
         what = f"{path} does not match its header"
         # shapes first, from the header on the meta device: a lying header allocates nothing
         expected = _expected_signature(header, f"{path}")

@@ -1,9 +1,15 @@
 """Registry of network architectures: name -> constructor taking hyper-parameters.
 
-Every registered network takes an (N, 1, H, W) float32 tensor and returns a
-tuple of per-scale outputs, full resolution first (single-scale baselines return
-a 1-tuple), and has an attribute ``size_multiple`` (H and W must be divisible by
-it).  Model files name their architecture by its key here.
+Every registered network takes an (N, 1, H, W) float32 tensor and has an attribute
+``size_multiple`` (H and W must be divisible by it).  Model files name their
+architecture by its key here, and :data:`KINDS` says what the network does:
+
+* ``'restoration'`` networks return a tuple of per-scale images, full resolution
+  first (single-scale baselines return a 1-tuple); :func:`sharpscope.load_model`
+  and ``restore`` use them;
+* ``'psf-identification'`` networks (:class:`~sharpscope.models.psfnet.PSFNet`)
+  return a dict with the PSF at the patch centre, its Zernike coefficients and the
+  noise; :func:`sharpscope.models.psfnet.load_identifier` uses them.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from sharpscope.errors import ConfigError
 from sharpscope.models.bcr import BCRNet
 from sharpscope.models.dncnn import DnCNN
 from sharpscope.models.mrbcr import MRBCR, SRBCR
+from sharpscope.models.psfnet import PSFNet
 from sharpscope.models.unet import UNet
 
-__all__ = ["ARCHITECTURES", "MAX_PARAMETERS", "build_network", "count_parameters", "network_signature"]
+__all__ = ["ARCHITECTURES", "KINDS", "kind_of", "MAX_PARAMETERS", "build_network", "count_parameters", "network_signature"]
 
 # No real restoration network comes near this (m-rBCR has 0.24 M): a header or config asking
 # for more is a typo or a hostile file, refused before any memory is allocated.
@@ -34,7 +41,22 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "bcr": BCRNet,
     "unet": UNet,
     "dncnn": DnCNN,
+    "psfnet": PSFNet,
 }
+
+# what each architecture does (see the module notes); absent = 'restoration'
+KINDS: dict[str, str] = {"psfnet": "psf-identification"}
+
+
+def kind_of(arch: str) -> str:
+    """``'restoration'`` or ``'psf-identification'``: what the architecture ``arch`` does.
+
+    Examples
+    --------
+    >>> kind_of("mrbcr"), kind_of("psfnet")
+    ('restoration', 'psf-identification')
+    """
+    return KINDS.get(arch, "restoration")
 
 
 def build_network(arch: str, **hparams) -> nn.Module:
