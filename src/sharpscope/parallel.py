@@ -616,12 +616,13 @@ def _restore_block(
     device: str,
     tta: bool,
     out_dtype: Any,
+    noises: Sequence[tuple[float, float] | None] = (),
     block_id: tuple[int, ...] | None = None,
 ) -> np.ndarray:
     import torch
 
     from sharpscope.normalize import denormalize, normalize
-    from sharpscope.restore import _dihedral_mean, _to_dtype, resolve_device
+    from sharpscope.restore import _dihedral_mean, _to_dtype, network_function, resolve_device
     from sharpscope.tiling import _pad_to, _run_batch
 
     _set_threads()
@@ -634,6 +635,7 @@ def _restore_block(
     if (gy + bh, gx + bw) != (min(c1 + depth[0], h), min(d1 + depth[1], w)):
         raise RuntimeError(f"block {block_id} has shape {block.shape}, not the planned halo")
     lo, hi = scales[block_id[0] if channel_axis else 0]
+    noise = noises[block_id[0] if channel_axis else 0] if noises else None
     lead = block.shape[:-2]
     x = block.astype(np.float32) if block.dtype.kind == "b" else block
     planes = normalize(x, lo, hi).reshape(-1, bh, bw)
@@ -656,9 +658,15 @@ def _restore_block(
     acc = np.zeros((n, ph, pw), dtype=np.float32)
     dev = resolve_device(device)
     net = model.network.to(dev)
+    fn = network_function(net, None, tta)
+    if noise is not None:  # the whole image's noise level, measured once (as Model.predict does)
+        noise_t = torch.tensor(noise, dtype=torch.float32)
 
-    def fn(t: torch.Tensor) -> torch.Tensor:
-        return net(t)[0] if not tta else _dihedral_mean(lambda u: net(u)[0], t)
+        def call(t: torch.Tensor) -> torch.Tensor:
+            return net(t, noise_t.to(t.device))[0]
+
+        def fn(t: torch.Tensor) -> torch.Tensor:
+            return call(t) if not tta else _dihedral_mean(call, t)
 
     batch: list = []
     for k in range(n):
@@ -791,6 +799,21 @@ def restore_array(
             lo, hi = s["min"], s["max"]
         scales.append((float(lo), float(hi)))
 
+    # a noise-conditioned network: the noise level of each channel's reference plane,
+    # measured on the same central crop as Model.predict measures it
+    noises: list[tuple[float, float] | None] = [None] * len(groups)
+    if getattr(model.network, "noise_input", False):
+        from sharpscope.models.noisemap import crop_slices, image_noise_params, reference_plane
+        from sharpscope.normalize import normalize
+
+        for i, g in enumerate(groups):
+            ys, xs = crop_slices(h, w)
+            run = compute or (lambda objs: list(dask.compute(*objs)))
+            crop = np.asarray(run([g[(*reference_plane(g.shape), ys, xs)]])[0])
+            lo, hi = scales[i]
+            crop = crop.astype(np.float32) if crop.dtype.kind == "b" else crop
+            noises[i] = tuple(float(v) for v in image_noise_params(normalize(crop, lo, hi)))
+
     out_dtype = np.dtype(np.float32) if dtype == "float32" else np.dtype(x.dtype)
     overlapped = da.overlap.overlap(work, depth={work.ndim - 2: dy, work.ndim - 1: dx}, boundary="none")
     model_key = dask.delayed(model, pure=True, name=f"sharpscope-model-{id(model):x}")
@@ -809,6 +832,7 @@ def restore_array(
         device=str(device),
         tta=bool(tta),
         out_dtype=out_dtype,
+        noises=tuple(noises),
         chunks=work.chunks,
         dtype=out_dtype,
         meta=np.empty((0,) * work.ndim, out_dtype),

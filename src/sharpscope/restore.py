@@ -465,16 +465,12 @@ class Model:
         net = self.network.to(dev)
         batch_size = self._memory_batch(batch_size, tile, (h, w), dev)
 
-        def fn(x: torch.Tensor) -> torch.Tensor:
-            if not tta:
-                return net(x)[0]
-            return _dihedral_mean(lambda t: net(t)[0], x)
-
         out = np.empty(planes.shape, dtype=np.float32)
         for c in range(n_chan):
             chan = planes[c]
             lo, hi = _scale(chan, pmin, pmax)
             normed = normalize(chan, lo, hi)
+            fn = network_function(net, normed[len(normed) // 2], tta)
             label = desc if n_chan == 1 else f"{desc or 'channel'} {c}"
             restored = predict_tiled(
                 fn,
@@ -499,6 +495,33 @@ class Model:
         if dtype == "input":
             result = _to_dtype(result, arr.dtype)
         return np.ascontiguousarray(result)
+
+
+def network_function(
+    net: nn.Module, plane: np.ndarray | None = None, tta: bool = False
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The tile function of a whole image: full-resolution output, optional 8-fold TTA.
+
+    A noise-conditioned network (``net.noise_input``) gets the noise level measured
+    once on ``plane`` (the image's normalised reference plane,
+    :func:`sharpscope.models.noisemap.image_noise_params`) with every tile, so that
+    all tiles of an image are restored with the same strength.
+    """
+    noise = None
+    if getattr(net, "noise_input", False) and plane is not None:
+        from sharpscope.models.noisemap import image_noise_params
+
+        noise = image_noise_params(plane)
+
+    def call(t: torch.Tensor) -> torch.Tensor:
+        if noise is None:
+            return net(t)[0]
+        return net(t, noise.to(t.device))[0]
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return call(x) if not tta else _dihedral_mean(call, x)
+
+    return fn
 
 
 def _num(v: float) -> str:

@@ -216,10 +216,25 @@ def _check_hparams(arch: str, hparams: dict, allow_zero: tuple[str, ...]) -> Non
                     f"{arch}: decimation must be 'stride' or 'avgpool', got {value!r}"
                 )
             continue
+        if key == "noise_input":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{arch}: noise_input must be true or false, got {value!r}")
+            continue
         low = 0 if key in allow_zero else 1
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             kind = "a non-negative" if low == 0 else "a positive"
             raise ConfigError(f"{arch}: {key} must be {kind} integer, got {value!r}")
+
+
+def _widen_first_layers(
+    module: nn.Module, state: dict, prefix: str, *args: object, **kwargs: object
+) -> None:
+    """Load 1-input-channel weights into a noise-conditioned network: zero noise weights."""
+    for s in MRBCR.scales:
+        key = f"{prefix}dense.s{s}.layers.0.weight"
+        w = state.get(key)
+        if w is not None and w.ndim == 4 and w.shape[1] == 1:
+            state[key] = torch.cat([w, torch.zeros_like(w)], dim=1)
 
 
 class MRBCR(nn.Module):
@@ -241,12 +256,22 @@ class MRBCR(nn.Module):
         Size of the final output convolutions (9).
     decimation : {'stride', 'avgpool'}
         How the coarse inputs are made: every 2nd/4th pixel (published) or block means.
+    noise_input : bool
+        Noise-conditioned variant (not in the paper; False is the published network):
+        each scale's pointwise stack also receives the map of the noise standard
+        deviation (:func:`sharpscope.models.noisemap.noise_map`, decimated like the
+        image), so one set of weights adapts its strength to the photon count.
+        Weights of the unconditioned network load into it (the extra input
+        weights start at zero, so it starts as exactly that network).
 
     Notes
     -----
-    ``forward(x)`` takes an (N, 1, H, W) float tensor with H and W divisible by
-    :attr:`size_multiple` and returns ``(z0, z2, z4)``, the restored image at
-    full, half and quarter resolution, each (N, 1, h, w).
+    ``forward(x, noise=None)`` takes an (N, 1, H, W) float tensor with H and W
+    divisible by :attr:`size_multiple` and returns ``(z0, z2, z4)``, the restored
+    image at full, half and quarter resolution, each (N, 1, h, w).  ``noise``
+    (noise-conditioned networks only) is the (N, 2) or (2,) Poisson gain and
+    Gaussian sigma of ``x``; when None it is estimated from ``x`` itself
+    (:func:`~sharpscope.models.noisemap.estimate_noise_params`, per sample).
 
     Examples
     --------
@@ -272,9 +297,11 @@ class MRBCR(nn.Module):
         rdb_layers: int = 3,
         out_kernel: int = 9,
         decimation: Decimation = "stride",
+        noise_input: bool = False,
     ):
         super().__init__()
         self.decimation = decimation
+        self.noise_input = bool(noise_input)
         self.hparams = dict(
             channels=channels,
             dense_layers=dense_layers,
@@ -287,11 +314,16 @@ class MRBCR(nn.Module):
             out_kernel=out_kernel,
             decimation=decimation,
         )
+        if noise_input is not False:  # the published network's hparams stay exactly as they were
+            self.hparams["noise_input"] = noise_input
         _check_hparams("mrbcr", self.hparams, allow_zero=("rdb_blocks", "rdb_layers"))
         # forward (BCR) stage
+        n_in = 2 if self.noise_input else 1
         self.dense = nn.ModuleDict(
-            {f"s{s}": PointwiseStack(1, channels, dense_layers) for s in self.scales}
+            {f"s{s}": PointwiseStack(n_in, channels, dense_layers) for s in self.scales}
         )
+        if self.noise_input:
+            self._register_load_state_dict_pre_hook(_widen_first_layers, with_module=True)
         self.fuse_fwd = Fusion(2 * channels, channels)
         self.head = nn.ModuleDict(
             {
@@ -321,10 +353,18 @@ class MRBCR(nn.Module):
         self.fuse_inv = Fusion(1 + width, width)
         self.out = nn.ModuleDict({f"s{s}": SameConv2d(width, 1, out_kernel) for s in self.scales})
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         _check_size(x, self.size_multiple, "mrbcr")
         h, w = x.shape[-2:]
         size0, size2 = (h, w), (h // 2, w // 2)
+        if self.noise_input:
+            from sharpscope.models.noisemap import estimate_noise_params, noise_map
+
+            if noise is None:
+                noise = estimate_noise_params(x.detach())
+            x = torch.cat([x, noise_map(x, noise.to(x.dtype))], dim=1)
         x2 = decimate(x, 2, self.decimation)
         x4 = decimate(x, 4, self.decimation)
 
