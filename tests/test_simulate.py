@@ -50,7 +50,7 @@ def _gen(i=0):
 
 
 def test_presets_are_typed_and_named():
-    assert set(PRESETS) == {"mrbcr-widefield", "poster-zernike", "fluorescence-broad"}
+    assert set(PRESETS) == {"mrbcr-widefield", "poster-zernike", "fluorescence-broad", "fluorescence-mix"}
     assert isinstance(PRESETS["fluorescence-broad"], MicroscopePreset)
     json.dumps(PRESETS["fluorescence-broad"].to_dict())
     assert isinstance(PRESETS["mrbcr-widefield"], OpticsPreset)
@@ -384,3 +384,28 @@ def test_sizes_are_checked_against_memory_before_allocating(tmp_path, capsys, mo
     with pytest.raises(ConfigError, match="simulated pairs of 64x64"):
         simulate_dataset("mrbcr-widefield", n=5000, size=64)
     assert simulate_dataset("mrbcr-widefield", n=2, size=32)["low"].shape == (2, 32, 32)
+
+
+def test_mixture_preset_draws_each_component_exactly_as_alone():
+    import torch as _torch
+
+    from sharpscope.errors import ConfigError as _ConfigError
+    from sharpscope.simulate import MixturePreset, SimulatedPairs
+
+    mix = SimulatedPairs("fluorescence-mix", patch_size=32, seed=11)
+    alone = {
+        name: SimulatedPairs(name, patch_size=32, seed=11)
+        for name in ("fluorescence-broad", "mrbcr-widefield")
+    }
+    seen = set()
+    for i in range(24):
+        s = mix.sample(i)
+        name = s["params"]["component"]
+        seen.add(name)
+        assert _torch.equal(s["low"], alone[name].sample(i)["low"])
+        assert _torch.equal(s["gt"], alone[name].sample(i)["gt"])
+    assert seen == set(alone)
+    with pytest.raises(_ConfigError, match="positive"):
+        MixturePreset(name="bad", components=(("mrbcr-widefield", 0.0),))
+    with pytest.raises(_ConfigError, match="itself a mixture"):
+        MixturePreset(name="nested", components=(("fluorescence-mix", 1.0),)).parts()

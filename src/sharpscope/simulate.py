@@ -54,6 +54,11 @@ Presets
 Both presets draw the specimen kind from {mixed 0.4, filaments 0.2, nuclei
 0.15, membranes 0.1, puncta 0.15} with a log-uniform density in [0.5, 2],
 a peak (exposure) ~ U[0.6, 1] and a background ~ U[0, 0.05].
+
+``'fluorescence-broad'`` (:class:`MicroscopePreset`, 2-D) covers what fluorescence
+microscopes produce (see docs/physics.md), and ``'fluorescence-mix'``
+(:class:`MixturePreset`) draws 65% of its pairs from it and 35% from
+``'mrbcr-widefield'``: the re-training distribution of the bundled model.
 """
 
 from __future__ import annotations
@@ -688,6 +693,56 @@ class MicroscopePreset(Preset):
         return psf, params, 1.0
 
 
+@dataclass(frozen=True)
+class MixturePreset(Preset):
+    """A weighted mixture of other presets: each pair is drawn from one of them.
+
+    The component is chosen per sample from a stream of its own (derived from the
+    sample's seed), so the chosen component draws exactly the pair it would draw
+    alone with that seed; ``params['component']`` names it.
+
+    Attributes
+    ----------
+    components : tuple of (str, float)
+        Names of registered (non-mixture) presets and their relative weights.
+    """
+
+    components: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.components:
+            raise ConfigError("a mixture preset needs at least one component")
+        for name, weight in self.components:
+            if not weight > 0:
+                raise ConfigError(f"mixture weight of {name!r} must be positive, got {weight}")
+
+    def parts(self) -> list[Preset]:
+        """The component presets, in order."""
+        out = []
+        for name, _ in self.components:
+            part = get_preset(name)
+            if isinstance(part, MixturePreset):
+                raise ConfigError(f"mixture {self.name!r}: component {name!r} is itself a mixture")
+            if part.normalize != self.normalize:
+                raise ConfigError(
+                    f"mixture {self.name!r}: component {name!r} normalises with {part.normalize}, "
+                    f"not {self.normalize}"
+                )
+            out.append(part)
+        return out
+
+    def choose(self, generator: torch.Generator) -> Preset:
+        """The component of the sample whose generator is ``generator`` (not advanced)."""
+        g = torch.Generator().manual_seed(int(generator.initial_seed()) ^ 0x9E3779B97F4A7C15 % 2**62)
+        weights = torch.tensor([w for _, w in self.components], dtype=torch.float64)
+        i = int(torch.multinomial(weights / weights.sum(), 1, generator=g))
+        return self.parts()[i]
+
+    def draw_psf(self, g, ndim, depth):
+        raise ConfigError(f"mixture {self.name!r} draws its PSFs through its components")
+
+
 PRESETS: dict[str, Preset] = {
     "mrbcr-widefield": OpticsPreset(
         name="mrbcr-widefield",
@@ -731,6 +786,14 @@ PRESETS: dict[str, Preset] = {
         haze_probability=0.4,
         haze=(0.05, 0.6),
         haze_sigma=(4.0, 16.0),
+    ),
+    "fluorescence-mix": MixturePreset(
+        name="fluorescence-mix",
+        description=(
+            "re-training mixture of the bundled model: 65% fluorescence-broad (what microscopes "
+            "produce), 35% mrbcr-widefield (the paper's distribution, so that it is not forgotten)"
+        ),
+        components=(("fluorescence-broad", 0.65), ("mrbcr-widefield", 0.35)),
     ),
 }
 
@@ -869,6 +932,10 @@ def simulate_pair(
     ((1, 32, 32), (1, 32, 32), torch.float32)
     """
     p = get_preset(preset)
+    component = None
+    if isinstance(p, MixturePreset):
+        p = p.choose(generator)
+        component = p.name
     ndim = len(shape)
     # independent sub-streams: the specimen drawn for a seed does not depend on the
     # preset's optics or noise draws (same seed -> same specimen under every preset)
@@ -915,6 +982,8 @@ def simulate_pair(
         low = (low - lo) / scale
         gt = (gt - lo) / scale
     params.update(kind=kind, density=density, scale=k, norm_lo=lo, norm_hi=hi, **noise)
+    if component is not None:
+        params["component"] = component
     return {
         "low": low.to(torch.float32)[None].contiguous(),
         "gt": gt.to(torch.float32)[None].contiguous(),
