@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "sharpscope.cli.demo",
     "sharpscope.cli.train",
     "sharpscope.cli.simulate",
+    "sharpscope.cli.export",
 )
 
 
