@@ -40,6 +40,7 @@ __all__ = [
     "image_noise_params",
     "noise_map",
     "reference_plane",
+    "widen_model",
 ]
 
 BINS = 8
@@ -216,3 +217,48 @@ def image_noise_params(plane: np.ndarray) -> torch.Tensor:
     ys, xs = crop_slices(*plane.shape[-2:])
     crop = np.ascontiguousarray(plane[ys, xs], dtype=np.float32)
     return estimate_noise_params(torch.from_numpy(crop))[0]
+
+
+def widen_model(source: str, dest: str) -> str:
+    """Write the noise-conditioned copy of an m-rBCR model file (the noise weights at zero).
+
+    The starting point of fine-tuning a noise-conditioned network from an unconditioned
+    one (``model.init`` of a training config): it computes exactly what ``source``
+    computes until training moves the noise weights.
+
+    Parameters
+    ----------
+    source : str
+        A bundled model name or an m-rBCR model file.
+    dest : str
+        The ``.safetensors`` file to write.
+
+    Returns
+    -------
+    str
+        ``dest``.
+
+    Examples
+    --------
+    >>> widen_model("widefield-2d", "init.safetensors")  # doctest: +SKIP
+    'init.safetensors'
+    """
+    from sharpscope.errors import ConfigError
+    from sharpscope.models.format import load_network, save_model
+    from sharpscope.models.mrbcr import MRBCR
+    from sharpscope.models.store import resolve_model
+
+    header, net = load_network(resolve_model(source))
+    if header.architecture != "mrbcr":
+        raise ConfigError(f"{source}: only m-rBCR models have a noise-conditioned form")
+    hparams = dict(header.hparams, noise_input=True)
+    wide = MRBCR(**hparams)
+    wide.load_state_dict(net.state_dict())
+    fields = header.model_dump()
+    fields.update(
+        hparams=hparams,
+        valid_range=None,
+        provenance=f"{header.name} widened to the noise-conditioned m-rBCR (noise weights zero)",
+    )
+    save_model(dest, wide, fields)
+    return str(dest)
