@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/pip install --quiet -c constraints.txt -e ".[test,napari,zarr]"
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/pip install --quiet -c constraints.txt -e ".[test,napari,zarr,export]"
 	# evaluation-only data: images that ship inside these wheels (never used for training);
 	# --no-deps because sdeconv requires torchvision, which has no CPU build here
 	$(BIN)/pip install --quiet --no-deps sdeconv==1.0.4 stardist==0.9.2

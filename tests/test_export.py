@@ -65,7 +65,10 @@ def test_bundled_model_package_passes_bioimageio_test(tmp_path, offline):
     assert rdf["format_version"].startswith("0.5.")
     assert rdf["license"] == "BSD-3-Clause"
     assert rdf["authors"] == [{"name": "sharpscope developers"}]
-    assert {c["doi"] for c in rdf["cite"]} == {"10.48550/arXiv.2407.03239", "10.5281/zenodo.12626121"}
+    assert {c["doi"] for c in rdf["cite"]} == {
+        "10.48550/arXiv.2407.03239",
+        "10.5281/zenodo.12626121",
+    }
     (inp,), (outp,) = rdf["inputs"], rdf["outputs"]
     assert [a.get("id", a["type"]) for a in inp["axes"]] == ["batch", "channel", "y", "x"]
     y = inp["axes"][2]
@@ -73,7 +76,10 @@ def test_bundled_model_package_passes_bioimageio_test(tmp_path, offline):
     assert outp["axes"][2]["halo"] == model.tile[1] // 2
     scale = inp["preprocessing"][0]
     assert scale["id"] == "scale_range"
-    assert (scale["kwargs"]["min_percentile"], scale["kwargs"]["max_percentile"]) == model.percentiles
+    assert (
+        scale["kwargs"]["min_percentile"],
+        scale["kwargs"]["max_percentile"],
+    ) == model.percentiles
     assert set(rdf["weights"]) == {"pytorch_state_dict", "torchscript"}
     arch = rdf["weights"]["pytorch_state_dict"]["architecture"]
     assert arch["import_from"] == "sharpscope.export.bioimageio"
@@ -143,9 +149,13 @@ def test_export_errors(tiny_model_path, tmp_path):
         export_bioimageio(tiny_model_path, tmp_path / "x.zip", license="my own terms", **kw)
     rng = np.random.default_rng(0)
     with pytest.raises(InputError, match="at least 64x64"):
-        export_bioimageio(tiny_model_path, tmp_path / "x.zip", test_image=rng.random((40, 80)), **kw)
+        export_bioimageio(
+            tiny_model_path, tmp_path / "x.zip", test_image=rng.random((40, 80)), **kw
+        )
     with pytest.raises(InputError, match="2-D"):
-        export_bioimageio(tiny_model_path, tmp_path / "x.zip", test_image=rng.random((2, 3, 80, 80)), **kw)
+        export_bioimageio(
+            tiny_model_path, tmp_path / "x.zip", test_image=rng.random((2, 3, 80, 80)), **kw
+        )
     with pytest.raises(InputError, match="constant"):
         export_bioimageio(tiny_model_path, tmp_path / "x.zip", test_image=np.ones((80, 80)), **kw)
     with pytest.raises(ModelFormatError, match="not found"):
@@ -170,8 +180,20 @@ def test_cli_export_run_folder_json_and_no_overwrite(tiny_model_path, tmp_path, 
     run.mkdir()
     (run / "model.safetensors").write_bytes(tiny_model_path.read_bytes())
     out = tmp_path / "pkg" / "tiny.zip"
-    argv = ["export-bioimageio", str(run), "-o", str(out), "--author", "A. Tester",
-            "--author", "B. Tester", "--test-size", "64", "--no-validate", "--json"]
+    argv = [
+        "export-bioimageio",
+        str(run),
+        "-o",
+        str(out),
+        "--author",
+        "A. Tester",
+        "--author",
+        "B. Tester",
+        "--test-size",
+        "64",
+        "--no-validate",
+        "--json",
+    ]
     assert main(argv) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["path"] == str(out) and doc["status"] is None and doc["min_size"] == 64
@@ -190,5 +212,7 @@ def test_cli_export_run_folder_json_and_no_overwrite(tiny_model_path, tmp_path, 
     rdf, _ = _read(out)
     assert set(rdf["weights"]) == {"pytorch_state_dict"}
 
-    assert main(["export-bioimageio", str(run), "-o", str(tmp_path / "y.zip"), "--no-validate"]) == 2
+    assert (
+        main(["export-bioimageio", str(run), "-o", str(tmp_path / "y.zip"), "--no-validate"]) == 2
+    )
     assert "--author" in capsys.readouterr().err

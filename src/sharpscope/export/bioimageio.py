@@ -477,7 +477,11 @@ def _rdf(
     ]
     space_out = []
     for a in ("y", "x"):
-        axis: dict[str, Any] = {"type": "space", "id": a, "size": {"tensor_id": INPUT_ID, "axis_id": a}}
+        axis: dict[str, Any] = {
+            "type": "space",
+            "id": a,
+            "size": {"tensor_id": INPUT_ID, "axis_id": a},
+        }
         if halo:
             axis["halo"] = halo
         space_out.append(axis)
@@ -504,8 +508,16 @@ def _rdf(
         if "pytorch_state_dict" in weights:
             entry["parent"] = "pytorch_state_dict"
         weights_rdf["torchscript"] = entry
-    tags = ["denoising", "deconvolution", "restoration", "fluorescence-light-microscopy",
-            "2d", "pytorch", "sharpscope", model.architecture]
+    tags = [
+        "denoising",
+        "deconvolution",
+        "restoration",
+        "fluorescence-light-microscopy",
+        "2d",
+        "pytorch",
+        "sharpscope",
+        model.architecture,
+    ]
     return {
         "type": "model",
         "format_version": FORMAT_VERSION,
