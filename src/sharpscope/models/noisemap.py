@@ -210,7 +210,8 @@ def image_noise_params(plane: np.ndarray) -> torch.Tensor:
     Examples
     --------
     >>> rng = np.random.default_rng(0)
-    >>> plane = 0.5 + 0.02 * rng.standard_normal((128, 128)).astype(np.float32)
+    >>> ramp = np.linspace(0.1, 0.9, 128, dtype=np.float32)[None, :].repeat(128, 0)
+    >>> plane = ramp + 0.02 * rng.standard_normal((128, 128)).astype(np.float32)
     >>> round(float(image_noise_params(plane)[1]), 2)
     0.02
     """
