@@ -350,7 +350,10 @@ def structure_score(
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> blank = rng.normal(10.0, 1.0, (1, 64, 64))
-    >>> texture = blank + 5 * np.kron(rng.random((1, 8, 8)), np.ones((1, 8, 8)))  # blocks
+    >>> from sharpscope.physics.blur import fft_convolve
+    >>> from sharpscope.blind.classical import aberration_free_psf
+    >>> blocks = np.kron(rng.random((8, 8)), np.ones((8, 8)))
+    >>> texture = blank + fft_convolve(5 * blocks, aberration_free_psf(0.2, 17))  # band-limited
     >>> s = structure_score(np.concatenate([blank, texture]), NoiseEstimate(0.0, 1.0))
     >>> bool(abs(s[0]) < 3), bool(s[1] > 100)
     (True, True)
