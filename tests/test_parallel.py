@@ -294,3 +294,32 @@ def test_restore_on_a_running_scheduler_by_address(tiny_model, tmp_path):
         assert len(cluster.scheduler.workers) == 1  # the cluster outlives the run
     ref = tiny_model.predict(img, warn_range=False, **TILING)
     assert _rel_err(read_image(out).data, ref) < 1e-5
+
+
+def test_chunked_restore_warns_like_the_in_memory_path(tiny_model, tmp_path):
+    import warnings
+
+    from sharpscope.errors import RangeWarning
+    from test_restore import RANGE, _widefield
+
+    tiny_model.header.valid_range = RANGE
+    noisy = np.stack([_widefield(fc=0.2, gain=2.0)] * 2)
+
+    def caught(fn, *args, **kw):
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            fn(*args, **kw)
+        return [str(w.message) for w in got if issubclass(w.category, RangeWarning)]
+
+    expect = tiny_model.check_range(noisy, axes="ZYX")
+    assert expect is not None
+    lazy_msgs = caught(restore_array, tiny_model, da.from_array(noisy), "ZYX", chunks=32, **TILING)
+    assert lazy_msgs == [expect]  # the same estimate, read from the same crop, once
+    assert caught(restore_array, tiny_model, da.from_array(noisy), "ZYX", chunks=32, warn_range=False, **TILING) == []
+    ok = _widefield(fc=0.2, gain=0.01)
+    assert caught(restore_array, tiny_model, da.from_array(ok), "YX", chunks=32, **TILING) == []
+    # from a file: the warning names it
+    src = tmp_path / "noisy.ome.zarr"
+    write_ome_zarr(src, noisy, "ZYX")
+    msgs = caught(restore_dask, tiny_model, src, tmp_path / "out.ome.zarr", chunks=32, workers=None, **TILING)
+    assert msgs == [f"{src}: {expect}"]

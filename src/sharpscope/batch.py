@@ -651,7 +651,7 @@ def restore_files(
         if parallel.use_chunks(src, dst, axes, chunks, workers, cluster):
             return parallel.restore_dask(
                 net, src, dst, axes=axes, chunks=chunks, workers=workers, cluster=cluster,
-                desc=desc, **kw,
+                desc=desc, warn_range=warn_range, **kw,
             )
         img = read_image(src, axes=axes)
         message = net.check_range(img.data, img.axes) if warn_range else None

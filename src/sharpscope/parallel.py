@@ -703,6 +703,7 @@ def restore_array(
     dtype: str = "float32",
     chunks: int | Sequence[int] | None = None,
     compute: Callable[[list], list] | None = None,
+    warn_range: bool = True,
 ):
     """Restore a (dask) array chunk by chunk, lazily; equals :meth:`Model.predict`.
 
@@ -722,6 +723,11 @@ def restore_array(
         are merged up to one tile.
     compute : callable, optional
         Runs the percentile passes (see :class:`Runner`).
+    warn_range : bool
+        Estimate the noise and resolution of each channel's middle plane (its
+        central crop, read once) against the model's recorded training range and
+        emit one :class:`~sharpscope.errors.RangeWarning` when outside, as
+        :meth:`Model.predict` does.
 
     Returns
     -------
@@ -799,20 +805,35 @@ def restore_array(
             lo, hi = s["min"], s["max"]
         scales.append((float(lo), float(hi)))
 
-    # a noise-conditioned network: the noise level of each channel's reference plane,
-    # measured on the same central crop as Model.predict measures it
+    # what Model.predict measures on each channel's middle plane: the central crop that
+    # a noise-conditioned network's noise level and the range check are estimated on
     noises: list[tuple[float, float] | None] = [None] * len(groups)
-    if getattr(model.network, "noise_input", False):
+    conditioned = bool(getattr(model.network, "noise_input", False))
+    if conditioned or warn_range:
         from sharpscope.models.noisemap import crop_slices, image_noise_params, reference_plane
         from sharpscope.normalize import normalize
+        from sharpscope.restore import RANGE_CROP
 
-        for i, g in enumerate(groups):
-            ys, xs = crop_slices(h, w)
-            run = compute or (lambda objs: list(dask.compute(*objs)))
-            crop = np.asarray(run([g[(*reference_plane(g.shape), ys, xs)]])[0])
-            lo, hi = scales[i]
+        ys, xs = crop_slices(h, w)
+        run = compute or (lambda objs: list(dask.compute(*objs)))
+        crops = run([g[(*reference_plane(g.shape), ys, xs)] for g in groups])
+        checks = []
+        for i, crop in enumerate(crops):
+            crop = np.asarray(crop)
             crop = crop.astype(np.float32) if crop.dtype.kind == "b" else crop
-            noises[i] = tuple(float(v) for v in image_noise_params(normalize(crop, lo, hi)))
+            lo, hi = scales[i]
+            if conditioned:
+                noises[i] = tuple(float(v) for v in image_noise_params(normalize(crop, lo, hi)))
+            ch, cw = crop.shape
+            y0, x0 = max(0, (ch - RANGE_CROP) // 2), max(0, (cw - RANGE_CROP) // 2)
+            checks.append((crop[y0 : y0 + RANGE_CROP, x0 : x0 + RANGE_CROP], lo, hi))
+        message = model.range_message(checks) if warn_range else None
+        if message is not None:
+            import warnings
+
+            from sharpscope.errors import RangeWarning
+
+            warnings.warn(message, RangeWarning, stacklevel=2)
 
     out_dtype = np.dtype(np.float32) if dtype == "float32" else np.dtype(x.dtype)
     overlapped = da.overlap.overlap(work, depth={work.ndim - 2: dy, work.ndim - 1: dx}, boundary="none")
@@ -1133,6 +1154,9 @@ def restore_dask(
     >>> restore_dask("widefield-2d", "big.ome.zarr", "out.ome.zarr", workers=2)  # doctest: +SKIP
     PosixPath('out.ome.zarr')
     """
+    import warnings
+
+    from sharpscope.errors import RangeWarning
     from sharpscope.io import read_image
     from sharpscope.restore import Model, load_model
 
@@ -1142,7 +1166,6 @@ def restore_dask(
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}")
     desc = kw.pop("desc", None) or src.name
-    kw.pop("warn_range", None)
     device = kw.pop("device", "cpu")
     if not isinstance(model, Model):
         model = load_model(model, device="cpu")
@@ -1151,9 +1174,16 @@ def restore_dask(
         runner = Runner(client, retries=retries, progress=progress, desc=desc)
         stats = Runner(client, retries=retries)
         try:
-            result = restore_array(
-                model, img.data, img.axes, chunks=chunks, device=device, compute=stats, **kw
-            )
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RangeWarning)
+                result = restore_array(
+                    model, img.data, img.axes, chunks=chunks, device=device, compute=stats, **kw
+                )
+            for w in caught:  # the range warning names the file, as the in-memory path's does
+                if issubclass(w.category, RangeWarning):
+                    warnings.warn(f"{src}: {w.message}", RangeWarning, stacklevel=3)
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             return _write(dst, result, img, runner, chunks)
         except SharpscopeError as exc:
             raise type(exc)(f"{src}: {exc}") from None

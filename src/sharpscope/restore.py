@@ -272,6 +272,39 @@ class Model:
         >>> model.check_range(image)  # doctest: +SKIP
         "input looks outside the model's training range: estimated 3 photons per unit ..."
         """
+        valid = _field(self.header, "valid_range")
+        if _field(valid, "cutoff") is None and _field(valid, "photons") is None:
+            return None
+        if isinstance(image, Image):
+            axes = image.axes if axes is None else axes
+            image = image.data
+        arr = np.asarray(image)
+        axes = guess_axes(arr.ndim) if axes is None else validate_axes(axes, arr.ndim)
+        pmin, pmax = self.percentiles
+        crops = []
+        for chan in _channel_planes(arr, axes):
+            plane = chan[len(chan) // 2]
+            h, w = plane.shape
+            y0, x0 = max(0, (h - RANGE_CROP) // 2), max(0, (w - RANGE_CROP) // 2)
+            crops.append((plane[y0 : y0 + RANGE_CROP, x0 : x0 + RANGE_CROP], *_scale(chan, pmin, pmax)))
+        return self.range_message(crops)
+
+    def range_message(self, crops: Sequence[tuple[np.ndarray, float, float]]) -> str | None:
+        """:meth:`check_range` on what it measures: per channel a crop and its scale.
+
+        Parameters
+        ----------
+        crops : sequence of (numpy.ndarray, float, float)
+            Per channel, the central ``RANGE_CROP`` square of the middle plane and
+            the channel's normalisation ``(lo, hi)`` (the intensities this model's
+            percentiles of the whole channel map to 0 and 1).  The chunked path
+            (:func:`sharpscope.parallel.restore_array`) reads just these.
+
+        Returns
+        -------
+        str or None
+            As for :meth:`check_range`.
+        """
         from sharpscope.estimate import estimate_cutoff, estimate_noise, photons_per_unit
 
         valid = _field(self.header, "valid_range")
@@ -279,18 +312,7 @@ class Model:
         ph_range = _field(valid, "photons")
         if cut_range is None and ph_range is None:
             return None
-        if isinstance(image, Image):
-            axes = image.axes if axes is None else axes
-            image = image.data
-        arr = np.asarray(image)
-        axes = guess_axes(arr.ndim) if axes is None else validate_axes(axes, arr.ndim)
-        chans = _channel_planes(arr, axes)
-        pmin, pmax = self.percentiles
-        for c, chan in enumerate(chans):
-            plane = chan[len(chan) // 2]
-            h, w = plane.shape
-            y0, x0 = max(0, (h - RANGE_CROP) // 2), max(0, (w - RANGE_CROP) // 2)
-            crop = plane[y0 : y0 + RANGE_CROP, x0 : x0 + RANGE_CROP]
+        for c, (crop, lo, hi) in enumerate(crops):
             try:
                 fc = estimate_cutoff(crop) if cut_range is not None else None
                 noise = estimate_noise(crop) if ph_range is not None else None
@@ -298,7 +320,7 @@ class Model:
                 continue
             found = []
             if noise is not None:
-                photons = photons_per_unit(noise, *_scale(chan, pmin, pmax))
+                photons = photons_per_unit(noise, lo, hi)
                 lo_ph, hi_ph = ph_range[0] / RANGE_TOLERANCE, ph_range[1] * RANGE_TOLERANCE
                 if not lo_ph <= photons <= hi_ph:
                     found.append(
@@ -313,7 +335,7 @@ class Model:
                     f"(trained {cut_range[0]:.3g}-{cut_range[1]:.3g})"
                 )
             if found:
-                where = f" (channel {c})" if len(chans) > 1 else ""
+                where = f" (channel {c})" if len(crops) > 1 else ""
                 return (
                     f"input looks outside the model's training range{where}: estimated "
                     f"{' and '.join(found)}; results may be unreliable"
