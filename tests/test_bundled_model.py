@@ -43,7 +43,8 @@ def test_default_model_restores_held_out_simulated_images(default_model):
 def test_training_configs_of_the_default_model_validate_and_match_it(default_model):
     from pathlib import Path
 
-    from sharpscope.train import _config_diff, load_config
+    from sharpscope.training import config_diff as _config_diff
+    from sharpscope.training import load_config
 
     configs = Path(__file__).resolve().parents[1] / "configs"
     first = load_config(configs / "widefield-2d.yaml")

@@ -14,7 +14,7 @@ import yaml
 
 from conftest import TINY_TRAIN_HPARAMS as TINY
 from sharpscope.cli import main
-from sharpscope.train import CHECKPOINT_NAME, MODEL_NAME, load_checkpoint, load_config
+from sharpscope.training import CHECKPOINT_NAME, MODEL_NAME, load_checkpoint, load_config
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_train_command_config_errors(tmp_path, capsys):
 
 
 def test_train_command_ctrl_c_exits_130_with_a_checkpoint(prepared, tmp_path, capsys, monkeypatch):
-    import sharpscope.train as T
+    import sharpscope.training as T
 
     real = T.train
 
@@ -155,7 +155,7 @@ def test_one_writer_per_run_folder(prepared, tmp_path, capsys):
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import time
-            from sharpscope.train import run_lock
+            from sharpscope.training import run_lock
             with run_lock({str(out)!r}):
                 print("locked", flush=True)
                 time.sleep(60)

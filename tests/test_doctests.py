@@ -34,7 +34,14 @@ MODULES = (
     "sharpscope.runtime",
     "sharpscope.simulate",
     "sharpscope.tiling",
-    "sharpscope.train",
+    "sharpscope.training",
+    "sharpscope.training.checkpoint",
+    "sharpscope.training.config",
+    "sharpscope.training.losses",
+    "sharpscope.training.loop",
+    "sharpscope.training.psfid",
+    "sharpscope.training.tasks",
+    "sharpscope.models.psfnet",
 )
 
 

@@ -1,4 +1,4 @@
-"""Tests of sharpscope.train: config validation, loss, trainer, checkpoints, resume."""
+"""Tests of sharpscope.training: config validation, loss, trainer, checkpoints, resume."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 
 from conftest import TINY_TRAIN_HPARAMS as TINY
 from sharpscope.errors import ConfigError, ModelFormatError
-from sharpscope.train import (
+from sharpscope.training import (
     CHECKPOINT_NAME,
     MODEL_NAME,
     TrainConfig,
@@ -156,7 +156,7 @@ def test_config_yaml_and_overrides(tmp_path):
     y.write_text("steps: 10\nlr: 0.01\ndata:\n  path: pairs.npz\nmodel:\n  arch: srbcr\n")
     cfg = load_config(y, {"steps": 20, "batch_size": None})
     assert cfg.steps == 20 and cfg.lr == 0.01 and cfg.batch_size is None  # set by the device
-    from sharpscope.train import with_device_defaults
+    from sharpscope.training import with_device_defaults
 
     assert with_device_defaults(cfg, "cuda").batch_size == 16 and with_device_defaults(cfg, "cpu").batch_size == 8
     assert cfg.data.path == "pairs.npz" and cfg.data.simulate is None and cfg.model.arch == "srbcr"
@@ -241,7 +241,7 @@ def test_resume_after_kill_gives_identical_weights(pairs_npz, reference_run, tmp
         from pathlib import Path
         import torch
         torch.set_num_threads(1)
-        from sharpscope.train import TrainConfig, train
+        from sharpscope.training import TrainConfig, train
         cfg = TrainConfig.model_validate_json(Path({str(tmp_path / "cfg.json")!r}).read_text())
         def cb(step, logs):
             if step == 5:  # after the checkpoint of step 4, before the one of step 6
@@ -459,7 +459,7 @@ def test_prepared_data_records_its_percentiles_in_the_model(tmp_path):
 def test_tiff_folder_holds_out_whole_files_for_validation(tmp_path):
     import tifffile
 
-    from sharpscope.train import _build_data
+    from sharpscope.training.tasks import _build_data
 
     rng = np.random.default_rng(6)
     (tmp_path / "low").mkdir()
@@ -576,7 +576,7 @@ def test_log_and_model_from_the_first_step_and_ctrl_c_keeps_weights(pairs_npz, t
 
 
 def test_eta_on_status_lines_and_on_the_progress_bar(pairs_npz, tmp_path, monkeypatch, capsys):
-    import sharpscope.train as T
+    import sharpscope.training.loop as T
 
     monkeypatch.setattr(T, "STATUS_SECONDS", 0.0)
     lines: list[str] = []
@@ -591,7 +591,7 @@ def test_eta_on_status_lines_and_on_the_progress_bar(pairs_npz, tmp_path, monkey
 
 
 def test_format_duration():
-    from sharpscope.train import format_duration
+    from sharpscope.training import format_duration
 
     assert [format_duration(x) for x in (0, 59.6, 61, 3600, float("nan"))] == ["0s", "1m00s", "1m01s", "1h00m", "?"]
 
@@ -613,3 +613,84 @@ def test_batch_and_patch_sizes_are_checked_against_memory(tmp_path):
     with pytest.raises(ConfigError, match="training batches of 100000 x 512x512 needs about"):
         train(cfg, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+# ============================================================================ run folders of earlier versions
+
+OLD_RUN = Path(__file__).parent / "data" / "old-format-run"
+"""Written by ``sharpscope.train`` at commit 536eb94, before the trainer became a package:
+4 steps of a tiny m-rBCR on 'mrbcr-widefield' (16x16 patches, float32), its checkpoint,
+log.csv, config.yaml and best model, exactly as that code left them."""
+
+
+def _old_run_config(out: Path, steps: int) -> TrainConfig:
+    return load_config(OLD_RUN / "config.yaml", {"steps": steps, "out": str(out)})
+
+
+def test_a_run_folder_written_before_the_training_package_resumes(tmp_path):
+    import shutil
+
+    from safetensors import safe_open
+
+    out = tmp_path / "old"
+    shutil.copytree(OLD_RUN, out)
+    tensors_old, meta_old = load_checkpoint(out / CHECKPOINT_NAME)
+    assert "task" not in meta_old["config"] and "psfid" not in meta_old["config"]  # the old schema
+    rows_old = _log_rows(out)
+    res = train(_old_run_config(out, 8), resume=True, progress=False)
+    assert res.steps_done == 8 and res.stopped == "completed"
+    rows = _log_rows(out)
+    assert rows[:3] == rows_old and [r["step"] for r in rows] == ["1", "2", "4", "6", "8"]
+    # the checkpoint the new code writes has the layout of the old one
+    tensors_new, meta_new = load_checkpoint(out / CHECKPOINT_NAME)
+    assert tensors_new.keys() == tensors_old.keys()
+    assert set(meta_new) == set(meta_old) and set(meta_new["best"]) == set(meta_old["best"])
+    with safe_open(str(out / CHECKPOINT_NAME), framework="pt") as f:
+        assert set(f.metadata()) == {"sharpscope_checkpoint"}
+    # and the run continued from the old weights: it ends where a fresh run of the new code ends
+    ref = tmp_path / "fresh"
+    train(_old_run_config(ref, 8), progress=False)
+    a, b = _ckpt_tensors(out), _ckpt_tensors(ref)
+    assert a.keys() == b.keys()
+    for k in a:  # float32 on any CPU: the first 4 steps were computed elsewhere
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
+    from sharpscope.models.format import load_network
+
+    header, _ = load_network(out / MODEL_NAME)
+    assert header.training["task"] == "restoration"
+
+
+def test_resume_from_a_checkpoint_of_the_old_schema_is_bit_exact(pairs_npz, reference_run, tmp_path):
+    """A checkpoint whose config lacks the fields added with the tasks resumes bit-identically."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    out = tmp_path / "run"
+    train(_cfg(pairs_npz, out, steps=4), progress=False)
+    path = out / CHECKPOINT_NAME
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["sharpscope_checkpoint"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    for key in ("task", "psfid"):
+        del meta["config"][key]
+    save_file(tensors, str(path), metadata={"sharpscope_checkpoint": json.dumps(meta)})
+    res = train(_cfg(pairs_npz, out), resume=True, progress=False)
+    assert res.steps_done == 6
+    _assert_same(_ckpt_tensors(out), _ckpt_tensors(reference_run))
+    assert _log_rows(out) == _log_rows(reference_run)
+
+
+def test_old_configs_still_load_and_name_the_restoration_task():
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for path in sorted(configs.glob("*.yaml")):
+        cfg = load_config(path)
+        assert cfg.task == ("psf-identification" if path.stem.startswith("psfid") else "restoration"), path.name
+
+
+def test_a_task_and_its_architecture_must_agree():
+    with pytest.raises(ConfigError, match="psfnet"):
+        load_config(overrides={"task": "psf-identification"})
+    with pytest.raises(ConfigError, match="not a restoration network"):
+        load_config(overrides={"model.arch": "psfnet"})

@@ -14,6 +14,7 @@ command                            Python
 ``sharpscope deconvolve``          :func:`deconvolve_files` (arrays: :func:`deconvolve`)
 ``sharpscope evaluate``            :func:`evaluate` on :func:`read_image` data
 ``sharpscope psf``                 :func:`make_psf`
+``sharpscope estimate-psf``        :func:`estimate_psf` (``deconvolve --psf auto``: :func:`blind_deconvolve`)
 ``sharpscope simulate``            :func:`simulate_dataset` + :func:`write_dataset`
 ``sharpscope prepare``             :func:`prepare`
 ``sharpscope train``               :func:`load_config` + :func:`train`
@@ -58,12 +59,14 @@ _EXPORTS = {
     "set_threads": "sharpscope.runtime",
     "make_psf": "sharpscope.physics.psf",
     "deconvolve": "sharpscope.deconv",
+    "estimate_psf": "sharpscope.blind",
+    "blind_deconvolve": "sharpscope.blind",
     "evaluate": "sharpscope.metrics",
     "simulate_dataset": "sharpscope.simulate",
     "SimulatedPairs": "sharpscope.simulate",
-    "TrainConfig": "sharpscope.train",
-    "load_config": "sharpscope.train",
-    "train": "sharpscope.train",
+    "TrainConfig": "sharpscope.training",
+    "load_config": "sharpscope.training",
+    "train": "sharpscope.training",
     "prepare": "sharpscope.data",
 }
 

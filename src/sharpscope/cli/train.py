@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` and ``prepare`` sub-commands."""
     p = sub.add_parser(
         "train",
-        help="train a restoration network (simulated or paired data)",
+        help="train a restoration network (simulated or paired data) or a PSF identifier",
         description=(
             "Train a network on simulated pairs (--simulate PRESET, the default) or on paired "
             "data (--data: an .npz from 'sharpscope prepare' or in the DeBCR layout, or a folder "
@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "OUT' from the first step on), last.ckpt.safetensors (what --resume needs), "
             "log.csv, loss.png and config.yaml. Without a GPU the defaults are sized for a "
             "CPU (batch 8 of 64x64, 2000 steps). Ctrl-C saves a resumable checkpoint and "
-            "loadable weights."
+            "loadable weights. A config with 'task: psf-identification' trains the PSF "
+            "identifier instead (configs/psfid-2d.yaml)."
         ),
     )
     p.add_argument("config", nargs="?", default=None, metavar="CONFIG.yaml", help="training configuration")
@@ -94,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Handle ``sharpscope train``."""
-    from sharpscope.train import CONFIG_NAME, load_config, train
+    from sharpscope.training import CONFIG_NAME, load_config, train
 
     config_path = args.config
     if config_path is None and args.resume and args.output is not None:
@@ -127,9 +128,13 @@ def run_train(args: argparse.Namespace) -> int:
         progress=show_progress(args),
         log=(lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True)),
     )
-    psnr = "n/a" if result.best_path is None else f"{result.best_val_psnr:.2f} dB (step {result.best_step})"
+    if config.task == "psf-identification":
+        what, value = "PSF SNR", result.best_metrics.get("val_psf_snr", float("nan"))
+    else:
+        what, value = "PSNR", result.best_val_psnr
+    psnr = "n/a" if result.best_path is None else f"{value:.2f} dB (step {result.best_step})"
     if not args.quiet:
-        print(f"{result.stopped} after {result.steps_done} steps; best validation PSNR {psnr}")
+        print(f"{result.stopped} after {result.steps_done} steps; best validation {what} {psnr}")
         print(f"log: {result.log_path}")
     if result.best_path is not None:
         print(result.best_path if args.quiet else f"best model: {result.best_path}")

@@ -1,8 +1,8 @@
 """Train dock widget: data from a preset, a file or two layers; live loss plot, cancel, resume.
 
-The twin of ``sharpscope train``: the widget builds a :class:`sharpscope.train.TrainConfig`
-through :func:`sharpscope.train.load_config` (an optional YAML file, then the widget's
-values as overrides) and calls :func:`sharpscope.train.train` in a thread worker.  Cancel is
+The twin of ``sharpscope train``: the widget builds a :class:`sharpscope.training.TrainConfig`
+through :func:`sharpscope.training.load_config` (an optional YAML file, then the widget's
+values as overrides) and calls :func:`sharpscope.training.train` in a thread worker.  Cancel is
 the trainer's Ctrl-C: the current step finishes, a resumable checkpoint is written and
 "resume" continues the run.  A finished model is offered in the Restore widget's list.
 """
@@ -169,7 +169,7 @@ class TrainWidget(c.SharpscopeWidget):
         return c.run_guarded(self, self._train)
 
     def _train(self) -> Any:
-        from sharpscope.train import load_config
+        from sharpscope.training import load_config
 
         cfg_path = str(self.config_file.value or "")
         cfg_path = None if cfg_path in ("", ".") else cfg_path
@@ -187,7 +187,7 @@ class TrainWidget(c.SharpscopeWidget):
         self._redraw()
 
         def work(job: c.Job) -> Any:
-            from sharpscope.train import train
+            from sharpscope.training import train
 
             if pairs is not None:
                 write_layer_pairs(Path(config.data.path), *pairs)
