@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     data = simulate_dataset(args.preset, n=args.n, size=args.size, seed=args.seed)
     rows: dict[str, list[tuple[float, float]]] = {}
     t0 = time.perf_counter()
+    skipped = 0
     for i in range(args.n):
+        if float(np.ptp(data["gt"][i])) <= 0:  # e.g. an empty sparse field: PSNR is undefined
+            skipped += 1
+            continue
         scores = compare_methods(
             data["low"][i], data["gt"][i], data["psfs"][i], model, keep_all=True, tta=not args.no_tta
         )
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         "Richardson-Lucy uses the true PSF with the iteration count that is best on average "
         "over the set, and (an oracle that favours it further) the best count per image, "
         f"from {'/'.join(map(str, RL_ITERATIONS))} iterations. "
-        "Mean +- standard deviation over the images.",
+        "Mean +- standard deviation over the images."
+        + (f" {skipped} image(s) with a constant ground truth skipped." if skipped else ""),
         "",
         f"Command: `{cmd.strip()}` ({elapsed:.0f} s on this machine's CPU).",
         "",
