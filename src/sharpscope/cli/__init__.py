@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "sharpscope.cli.models",
     "sharpscope.cli.evaluate",
     "sharpscope.cli.deconvolve",
+    "sharpscope.cli.estimate_psf",
     "sharpscope.cli.psf",
     "sharpscope.cli.demo",
     "sharpscope.cli.train",

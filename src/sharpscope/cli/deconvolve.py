@@ -19,7 +19,9 @@ from sharpscope.cli._args import (
     setup_compute,
     show_progress,
 )
+from sharpscope.cli.estimate_psf import add_optics
 from sharpscope.cli.restore import add_chunking
+from sharpscope.errors import ConfigError
 
 # the same names as sharpscope.deconv.METHODS / BOUNDARIES (kept here so that
 # building the parser does not import torch)
@@ -46,12 +48,20 @@ def register(sub: argparse._SubParsersAction) -> None:
             "works plane by plane over every other axis, a 3-D PSF over Z, Y, X. The output "
             "keeps the input's shape, axes and pixel size (float32). INPUTs are files, folders "
             "and globs, named in an output folder as by 'sharpscope restore' (suffix "
-            "_deconvolved)."
+            "_deconvolved). --psf auto estimates the PSF from each image (blind deconvolution "
+            "with the PSF-identification network; --grid RxC for a PSF map and space-varying "
+            "Richardson-Lucy), optionally given the optics (--fc/--theta-max or --na "
+            "--wavelength --pixel-size)."
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     add_output(p, help="output file or folder", metavar="OUT")
-    p.add_argument("--psf", required=True, metavar="PSF.tif", help="PSF image file (YX or ZYX)")
+    p.add_argument(
+        "--psf",
+        required=True,
+        metavar="PSF.tif|auto",
+        help="PSF image file (YX or ZYX), or 'auto': estimate it from each image",
+    )
     p.add_argument("--method", choices=METHODS, default="rl", help="algorithm (default: rl)")
     p.add_argument(
         "--iterations",
@@ -85,6 +95,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)"
     )
+    add_optics(p)
+    p.add_argument(
+        "--grid", metavar="RxC", default=None,
+        help="with --psf auto: a grid of R x C PSFs and space-varying rl / rl-tv",
+    )
     add_threads(p)
     add_batch(p, "_deconvolved")
     add_chunking(p)
@@ -99,6 +114,11 @@ def run(args: argparse.Namespace) -> int:
     from sharpscope.batch import deconvolve_files
     from sharpscope.cli.restore import run_batch_command
 
+    if str(args.psf).strip().lower() == "auto":
+        return run_auto(args)
+    flags = [f for f, v in _blind_flags(args) if v is not None]
+    if flags:
+        raise ConfigError(f"{flags[0]} applies only with --psf auto")
     setup_compute(args)
 
     def call(log):
@@ -123,6 +143,60 @@ def run(args: argparse.Namespace) -> int:
             chunks=args.chunks,
             workers=args.workers,
             cluster=args.cluster,
+        )
+
+    return run_batch_command(args, call, "deconvolve:")
+
+
+def _blind_flags(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    return [
+        ("--fc", args.fc), ("--theta-max", args.theta_max), ("--na", args.na),
+        ("--wavelength", args.wavelength), ("--pixel-size", args.pixel_size),
+        ("--grid", args.grid), ("--identifier", args.identifier),
+    ]
+
+
+def run_auto(args: argparse.Namespace) -> int:
+    """``sharpscope deconvolve --psf auto``: estimate each file's PSF, then deconvolve."""
+    from sharpscope.blind import blind_deconvolve_files
+    from sharpscope.cli.estimate_psf import check_optics, parse_grid
+    from sharpscope.cli.restore import run_batch_command
+
+    grid = parse_grid(args.grid)
+    check_optics(args)
+    if args.chunks is not None or args.workers is not None or args.cluster is not None:
+        raise ConfigError("--psf auto works on whole images: drop --chunks, --workers and --cluster")
+    if grid is not None and args.method not in ("rl", "rl-tv"):
+        raise ConfigError(f"--grid deconvolves with rl or rl-tv, not {args.method}")
+    setup_compute(args)
+    kw: dict[str, Any] = {"tv_weight": args.tv_weight}
+    if grid is None:
+        kw.update(device=args.device, boundary=args.boundary)
+        if args.method == "wiener":
+            kw["balance"] = args.balance
+
+    def call(log):
+        return blind_deconvolve_files(
+            args.inputs,
+            args.output,
+            fc=args.fc,
+            theta_max=args.theta_max,
+            grid=grid,
+            method=args.method,
+            iterations=args.iterations,
+            axes=args.axes,
+            identifier=args.identifier,
+            na=args.na,
+            wavelength=args.wavelength,
+            pixel_size=args.pixel_size,
+            suffix=args.suffix,
+            overwrite=args.overwrite,
+            skip_existing=args.skip_existing,
+            fail_fast=args.fail_fast,
+            progress=show_progress(args),
+            log=log,
+            report=lambda line: note(args, line),
+            **kw,
         )
 
     return run_batch_command(args, call, "deconvolve:")
