@@ -64,9 +64,9 @@ _EXPORTS = {
     "evaluate": "sharpscope.metrics",
     "simulate_dataset": "sharpscope.simulate",
     "SimulatedPairs": "sharpscope.simulate",
-    "TrainConfig": "sharpscope.train",
-    "load_config": "sharpscope.train",
-    "train": "sharpscope.train",
+    "TrainConfig": "sharpscope.training",
+    "load_config": "sharpscope.training",
+    "train": "sharpscope.training",
     "prepare": "sharpscope.data",
 }
 
