@@ -76,7 +76,7 @@ def test_manifest_is_valid_and_discovered():
     pm.discover()
     manifest = pm.get_manifest("sharpscope")
     widgets = {w.display_name for w in manifest.contributions.widgets}
-    assert {"Restore", "Deconvolve", "Simulate", "Evaluate", "Train", "Prepare data"} <= widgets
+    assert {"Restore", "Deconvolve", "Simulate", "Evaluate", "Train", "Prepare data", "Estimate PSF"} <= widgets
     assert manifest.contributions.sample_data[0].key == "simulated-specimen"
 
 
@@ -448,7 +448,7 @@ def test_reader_model_file_shows_header_and_opens_restore(viewer, tmp_path, monk
 
 
 @pytest.mark.parametrize(
-    "name", ["Prepare data", "Simulate", "Train", "Restore", "Deconvolve", "Evaluate"]
+    "name", ["Prepare data", "Simulate", "Train", "Restore", "Deconvolve", "Estimate PSF", "Evaluate"]
 )
 def test_every_widget_opens_from_the_plugins_menu(viewer, name):
     dock, widget = viewer.window.add_plugin_dock_widget("sharpscope", name)
@@ -491,3 +491,77 @@ def test_deconvolve_automatic_stopping_is_the_default(viewer, qtbot, sample):
     expect = sharpscope.deconvolve(low.data, psf.data, method="rl", iterations=None)
     np.testing.assert_allclose(viewer.layers["sample degraded rl"].data, expect, rtol=1e-5, atol=1e-6)
     assert "iterations" in w.log_box.value
+
+
+def test_estimate_psf_single_and_grid_add_layers(viewer, qtbot, sample):
+    from sharpscope.napari._estimate_psf import EstimatePSFWidget
+
+    low = sample["sample degraded"]
+    w = EstimatePSFWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.image.value = low
+    w.estimate()
+    wait_done(qtbot, w)
+    psf = viewer.layers["sample degraded psf"]
+    assert psf.data.shape == (33, 33) and abs(float(psf.data.sum()) - 1) < 1e-5
+    assert tuple(psf.scale) == tuple(low.scale[-2:])
+    tiles = viewer.layers["sample degraded psf tiles"]
+    assert len(tiles.data) == 1 and tiles.features["label"][0].startswith("FWHM ")
+    # the same PSF as the library's
+    import sharpscope
+
+    np.testing.assert_allclose(psf.data, sharpscope.estimate_psf(low.data).psf, atol=1e-6)
+    # a 2 x 3 grid with the optics: a stack of 6 PSFs and 6 labelled tiles
+    w.use_grid.value = True
+    w.rows.value, w.cols.value = 2, 3
+    w.optics_mode.value = "cut-off fc"
+    w.fc.value = 0.2
+    w.estimate()
+    wait_done(qtbot, w)
+    grid = viewer.layers["sample degraded psf grid"]
+    assert grid.data.shape == (6, 33, 33)
+    np.testing.assert_allclose(grid.data.sum(axis=(1, 2)), 1.0, atol=1e-5)
+    tiles = viewer.layers["sample degraded psf tiles [1]"]
+    assert len(tiles.data) == 6 and all("FWHM" in t for t in tiles.features["label"])
+    assert w.last_estimate.grid == (2, 3) and w.last_estimate.fc_given
+    # the rectangles outline the tiles (in pixels times the layer's scale)
+    assert np.allclose(tiles.data[0].min(axis=0), [-0.5, -0.5])
+
+
+def test_estimate_psf_blank_image_notifies_and_adds_nothing(viewer, qtbot, monkeypatch):
+    from sharpscope.napari._estimate_psf import EstimatePSFWidget
+
+    shown = error_messages(monkeypatch)
+    blank = viewer.add_image(np.random.default_rng(0).poisson(30.0, (160, 160)).astype(np.float32), name="blank")
+    w = EstimatePSFWidget(viewer)
+    w.image.value = blank
+    w.estimate()
+    wait_done(qtbot, w)
+    assert [layer.name for layer in viewer.layers] == ["blank"]
+    assert shown and shown[-1].startswith("sharpscope: error: no part of the image has enough structure")
+    w.identifier.value = "model file"  # no file chosen: one line, nothing started
+    w.estimate()
+    assert "choose a PSF-identification model file" in shown[-1] and not w.busy
+
+
+def test_deconvolve_auto_psf(viewer, qtbot, sample):
+    from sharpscope.napari._deconvolve import PSF_SOURCES, DeconvolveWidget
+
+    assert "auto" in PSF_SOURCES
+    low = sample["sample degraded"]
+    w = DeconvolveWidget(viewer)
+    w.image.value = low
+    w.psf_source.value = "auto"
+    assert not w.auto.native.isHidden() and w.optics.native.isHidden()
+    w.method.value = "rl"
+    w.deconvolve()
+    wait_done(qtbot, w)
+    out = viewer.layers["sample degraded rl"]
+    assert out.data.shape == low.data.shape and "PSF estimated" in w.log_box.value
+    import sharpscope
+
+    expect = sharpscope.blind_deconvolve(low.data, method="rl", device="cpu")
+    np.testing.assert_allclose(out.data, expect, rtol=1e-4, atol=1e-5)
+    w.show_psf()
+    wait_done(qtbot, w)
+    assert viewer.layers["psf"].data.shape == (33, 33)

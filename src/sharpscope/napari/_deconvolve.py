@@ -1,8 +1,10 @@
 """Deconvolve dock widget: the Richardson-Lucy family and Wiener (twin of ``sharpscope deconvolve``).
 
-The PSF comes from an image layer, a file, or optics parameters (:func:`sharpscope.make_psf`).
-A blind ``auto`` PSF (estimated from the image) is not offered yet: the PSF-estimation API
-does not exist in the library.  ``auto`` iterations / balance (automatic stopping, Wiener
+The PSF comes from an image layer, a file, optics parameters (:func:`sharpscope.make_psf`),
+or ``auto``: estimated from the image itself by the PSF-identification network
+(:func:`sharpscope.blind.blind_deconvolve`; optionally given the NA, wavelength and pixel
+size of the optics fields, and as a grid of PSFs for space-varying Richardson-Lucy); the
+estimation runs in the worker with the deconvolution.  ``auto`` iterations / balance (automatic stopping, Wiener
 balance from the data) are offered when :func:`sharpscope.deconvolve` accepts ``None``
 for them, and are then the default.
 """
@@ -29,7 +31,7 @@ from sharpscope.napari import _common as c
 
 METHODS = ("rl", "rl-accel", "rl-tv", "wiener")
 BOUNDARIES = ("default", "extended", "reflect", "circular")
-PSF_SOURCES = ("layer", "file", "optics")
+PSF_SOURCES = ("layer", "file", "optics", "auto")
 
 
 def accepts_none(name: str) -> bool:
@@ -78,6 +80,13 @@ class DeconvolveWidget(c.SharpscopeWidget):
             widgets=[self.na, self.wavelength, self.pixel_size, self.refractive_index, self.confocal, self.psf_size],
             labels=True,
         )
+        self.auto_optics = CheckBox(text="optics known (NA, emission, pixel below)", value=False)
+        self.auto_grid = CheckBox(text="grid of PSFs (space-varying rl / rl-tv)", value=False)
+        self.auto_rows = SpinBox(label="grid rows", value=2, min=1, max=64)
+        self.auto_cols = SpinBox(label="grid columns", value=2, min=1, max=64)
+        self.auto = Container(
+            widgets=[self.auto_optics, self.auto_grid, self.auto_rows, self.auto_cols], labels=True
+        )
         self.method = ComboBox(label="method", choices=list(METHODS), value="rl-accel")
         self.auto_iterations = CheckBox(text="automatic stopping", value=accepts_none("iterations"))
         self.auto_iterations.enabled = accepts_none("iterations")
@@ -90,7 +99,8 @@ class DeconvolveWidget(c.SharpscopeWidget):
         self.device = ComboBox(label="device", choices=["cpu", "auto", "cuda"], value="cpu")
         self.run = self.run_button("Deconvolve", self.deconvolve)
         self.preview = self.run_button("Show PSF", self.show_psf)
-        for w in (self.psf_source, self.method, self.auto_iterations, self.auto_balance):
+        for w in (self.psf_source, self.method, self.auto_iterations, self.auto_balance,
+                  self.auto_optics, self.auto_grid):
             w.changed.connect(self._update_visibility)
         self.image.changed.connect(self._take_pixel_size)
         self.extend(
@@ -100,6 +110,7 @@ class DeconvolveWidget(c.SharpscopeWidget):
                 self.psf_source,
                 self.psf_layer,
                 self.psf_file,
+                self.auto,
                 self.optics,
                 self.method,
                 self.auto_iterations,
@@ -121,7 +132,9 @@ class DeconvolveWidget(c.SharpscopeWidget):
         src, method = self.psf_source.value, self.method.value
         self.psf_layer.visible = src == "layer"
         self.psf_file.visible = src == "file"
-        self.optics.visible = src == "optics"
+        self.optics.visible = src == "optics" or (src == "auto" and bool(self.auto_optics.value))
+        self.auto.visible = src == "auto"
+        self.auto_rows.visible = self.auto_cols.visible = bool(self.auto_grid.value)
         rl = method != "wiener"
         self.auto_iterations.visible = rl
         self.iterations.visible = rl and not (self.auto_iterations.value and self.auto_iterations.enabled)
@@ -141,9 +154,32 @@ class DeconvolveWidget(c.SharpscopeWidget):
             self.pixel_size.value = float(px["X"])
 
     # -- the PSF
+    def blind_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`sharpscope.blind.estimate_psf` for the ``auto`` PSF."""
+        opts: dict[str, Any] = {}
+        if self.auto_optics.value:
+            opts.update(
+                na=float(self.na.value), wavelength=float(self.wavelength.value),
+                pixel_size=float(self.pixel_size.value),
+            )
+        if self.auto_grid.value:
+            opts["grid"] = (int(self.auto_rows.value), int(self.auto_cols.value))
+        return opts
+
     def psf(self) -> np.ndarray:
-        """The PSF chosen in the widget."""
+        """The PSF chosen in the widget (``auto``: estimated from the image, in this thread)."""
         src = self.psf_source.value
+        if src == "auto":
+            from sharpscope.blind import estimate_psf
+
+            layer = self.image.value
+            if layer is None:
+                raise InputError("no image layer: the auto PSF is estimated from the image")
+            est = estimate_psf(
+                c.layer_array(layer), axes=c.layer_axes(layer, self.axes.value),
+                **self.blind_options(),
+            )
+            return est.stack() if est.grid is not None else est.psf
         if src == "layer":
             layer = self.psf_layer.value
             if layer is None:
@@ -168,15 +204,23 @@ class DeconvolveWidget(c.SharpscopeWidget):
         )
 
     def show_psf(self) -> Any:
-        def add() -> Any:
-            psf = self.psf()
+        def add(psf: np.ndarray) -> Any:
             layer = self.image.value
-            scale = tuple(layer.scale[-psf.ndim :]) if layer is not None else None
+            scale = None
+            if layer is not None:
+                px = tuple(layer.scale[-2:])
+                scale = ((1.0,) * (psf.ndim - 2) + px) if self.psf_source.value == "auto" else tuple(
+                    layer.scale[-psf.ndim :]
+                )
             return self.viewer.add_image(
                 psf, name=c.unique_name(self.viewer, "psf"), colormap="magma", scale=scale
             )
 
-        return c.run_guarded(self, add)
+        if self.psf_source.value == "auto":  # the estimate is work: a thread worker
+            if self.image.value is None:
+                return self.error(c.one_line(InputError("no image layer: the auto PSF is estimated from the image")))
+            return self.start(lambda job: self.psf(), add, desc="estimate the PSF", total=0, interruptible=True)
+        return c.run_guarded(self, lambda: add(self.psf()))
 
     # -- the work
     def options(self) -> dict[str, Any]:
@@ -204,13 +248,26 @@ class DeconvolveWidget(c.SharpscopeWidget):
             raise InputError("no image layer: open an image or load the sample data first")
         axes = c.layer_axes(layer, self.axes.value)
         data = c.layer_array(layer)
-        psf = self.psf()
+        blind = self.psf_source.value == "auto"
+        psf = None if blind else self.psf()
         opts = self.options()
+        blind_opts = self.blind_options() if blind else {}
 
         def work(job: c.Job) -> np.ndarray:
             from sharpscope.deconv import deconvolve
 
             job.report(0, 1, f"{opts['method']} on {data.shape}")
+            if blind:
+                from sharpscope.blind import blind_deconvolve
+
+                job.report(0, 1, f"estimating the PSF, then {opts['method']}")
+                kw = dict(opts)
+                if "grid" in blind_opts:
+                    kw.pop("device", None)
+                    kw.pop("boundary", None)
+                out, info = blind_deconvolve(data, axes=axes, return_info=True, **blind_opts, **kw)
+                job.log(info.summary())
+                return out
             if "return_info" not in inspect.signature(deconvolve).parameters:
                 return deconvolve(data, psf, axes=axes, **opts)
             out, info = deconvolve(data, psf, axes=axes, return_info=True, **opts)
