@@ -147,6 +147,8 @@ def test_export_errors(tiny_model_path, tmp_path):
         export_bioimageio(tiny_model_path, tmp_path / "x.zip", weights=["onnx"], **kw)
     with pytest.raises(ConfigError, match="SPDX"):
         export_bioimageio(tiny_model_path, tmp_path / "x.zip", license="my own terms", **kw)
+    with pytest.raises(ConfigError, match="SPDX"):  # checked against bioimage.io's list
+        export_bioimageio(tiny_model_path, tmp_path / "x.zip", license="Foo-1.0", authors=["A"])
     rng = np.random.default_rng(0)
     with pytest.raises(InputError, match="at least 64x64"):
         export_bioimageio(
@@ -216,3 +218,17 @@ def test_cli_export_run_folder_json_and_no_overwrite(tiny_model_path, tmp_path, 
         main(["export-bioimageio", str(run), "-o", str(tmp_path / "y.zip"), "--no-validate"]) == 2
     )
     assert "--author" in capsys.readouterr().err
+
+
+def test_docstring_examples_run(tmp_path, monkeypatch):
+    import doctest
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SHARPSCOPE_HOME", str(tmp_path / "home"))
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for test in finder.find(bmz, bmz.__name__, globs=dict(vars(bmz))):
+        runner.run(test)
+    failed, attempted = runner.summarize(verbose=False)
+    assert failed == 0 and attempted >= 5
+    assert (tmp_path / "widefield-2d.zip").is_file()
