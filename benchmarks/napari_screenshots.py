@@ -55,6 +55,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from sharpscope.napari._deconvolve import DeconvolveWidget
+    from sharpscope.napari._estimate_psf import EstimatePSFWidget
     from sharpscope.napari._evaluate import EvaluateWidget
     from sharpscope.napari._prepare import PrepareWidget
     from sharpscope.napari._restore import RestoreWidget
@@ -80,6 +81,12 @@ def main() -> None:
         if not w.auto_iterations.enabled:  # a sharpscope without automatic stopping
             w.iterations.value = 10
         w.deconvolve()
+
+    def estimate_psf(w):
+        w.image.value = low
+        w.use_grid.value = True
+        w.rows.value, w.cols.value = 3, 3
+        w.estimate()
 
     def simulate(w):
         w.n.value, w.size.value, w.seed.value = 4, 192, 7
@@ -111,6 +118,10 @@ def main() -> None:
     shots = [
         ("restore", RestoreWidget, restore, ["sample degraded", "sample degraded restored"], True),
         ("deconvolve", DeconvolveWidget, deconvolve, ["sample degraded", "sample degraded rl-accel"], True),
+        (
+            "estimate-psf", EstimatePSFWidget, estimate_psf,
+            ["sample degraded", "sample degraded psf tiles"], False,
+        ),
         ("evaluate", EvaluateWidget, evaluate, ["sample degraded restored", "sample ground truth"], True),
         ("simulate", SimulateWidget, simulate, ["sim low", "sim gt"], True),
         ("train", TrainWidget, train, ["sim low"], False),

@@ -322,3 +322,22 @@ def test_bundled_identifier_output_contract():
     assert 0.02 < float(single.fc[0, 0]) <= 0.5 and not single.fc_given
     with pytest.raises(InputError, match="no part of the image"):
         estimate_psf(np.random.default_rng(0).poisson(30.0, (256, 256)), identifier=ident)
+
+
+def test_bench_blind_quick_runs_end_to_end(capsys):
+    import runpy
+    from pathlib import Path
+
+    pytest.importorskip("sharpscope.models.psfnet")
+    root = Path(__file__).resolve().parents[1]
+    doc = root / "docs" / "benchmarks.md"
+    before = doc.read_text() if doc.exists() else None
+    main = runpy.run_path(str(root / "benchmarks" / "bench_blind.py"))["main"]
+    assert main(["--quick"]) == 0
+    text = capsys.readouterr().out
+    assert "## Blind PSF identification and blind deconvolution (whole images)" in text
+    for row in ("| simulated | training range | network, fc/theta_max known |",
+                "| real (OOD) |", "aberration-free PSF of the true fc", "alternating blind RL",
+                "true PSF", "Identification time (one thread)"):
+        assert row in text
+    assert (doc.read_text() if doc.exists() else None) == before
