@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -64,6 +65,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-minutes", type=float, default=None, metavar="M", help="stop cleanly after M minutes")
     add_output(p, help="output folder (run folder)", required=False, default=None, metavar="DIR")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT")
+    p.add_argument(
+        "--nproc",
+        type=integer(1),
+        default=None,
+        metavar="N",
+        help="train on N local processes with DistributedDataParallel (torchrun; one GPU each "
+        "on CUDA, gloo on the CPU); --batch-size is the global batch, a multiple of N",
+    )
     add_progress(p, default=True)
     add_quiet(p)
     p.set_defaults(func=run_train)
@@ -122,12 +131,18 @@ def run_train(args: argparse.Namespace) -> int:
         "out": args.output,
     }
     config = load_config(config_path, overrides)
+    if args.nproc is not None and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return _launch(args, config)
+    from sharpscope.training.distributed import env_rank
+
     result = train(
         config,
         resume=args.resume,
         progress=show_progress(args),
         log=(lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True)),
     )
+    if env_rank() != 0:  # under torchrun, rank 0 alone prints
+        return 0 if result.stopped != "interrupted" or os.environ.get("SHARPSCOPE_LAUNCHED") == "1" else 130
     if config.task == "psf-identification":
         what, value = "PSF SNR", result.best_metrics.get("val_psf_snr", float("nan"))
     else:
@@ -139,9 +154,38 @@ def run_train(args: argparse.Namespace) -> int:
     if result.best_path is not None:
         print(result.best_path if args.quiet else f"best model: {result.best_path}")
     if result.stopped == "interrupted":
+        if os.environ.get("SHARPSCOPE_LAUNCHED") == "1":
+            return 0  # the --nproc launcher reports the interruption (130)
         print(f"resume with: sharpscope train -o {config.out} --resume", file=sys.stderr)
         return 130
     return 0
+
+
+def _launch(args: argparse.Namespace, config) -> int:
+    """``--nproc N``: the validated config, run by N torchrun processes."""
+    import tempfile
+
+    from sharpscope.errors import ConfigError
+    from sharpscope.training import CHECKPOINT_NAME, MODEL_NAME, with_device_defaults
+    from sharpscope.training.distributed import launch
+
+    out = Path(config.out)
+    if not args.resume and ((out / CHECKPOINT_NAME).exists() or (out / MODEL_NAME).exists()):
+        raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    batch = with_device_defaults(config).batch_size
+    if batch % args.nproc:
+        raise ConfigError(f"batch_size {batch} must be a multiple of --nproc ({args.nproc})")
+    with tempfile.TemporaryDirectory(prefix="sharpscope-nproc-") as tmp:
+        cfg = Path(tmp) / "config.yaml"
+        cfg.write_text(config.to_yaml())
+        argv = [str(cfg)]
+        argv += ["--resume"] if args.resume else []
+        argv += ["--progress"] if show_progress(args) else ["--no-progress"]
+        argv += ["--quiet"] if args.quiet else []
+        rc = launch(args.nproc, argv)
+    if rc == 130:
+        print(f"resume with: sharpscope train -o {config.out} --resume --nproc {args.nproc}", file=sys.stderr)
+    return rc
 
 
 def run_prepare(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from sharpscope.errors import ConfigError
+from sharpscope.training import distributed
 from sharpscope.training.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -108,11 +109,13 @@ class TrainResult:
 class _StopRequest:
     """SIGINT handler: the first Ctrl-C asks for a clean stop, the second aborts."""
 
-    def __init__(self, log: Callable[[str], None]):
+    def __init__(self, log: Callable[[str], None], debounce: float = 0.0):
         self.requested = False
         self._log = log
         self._previous: Any = None
         self._installed = False
+        self._debounce = debounce  # a second signal this soon is the same request (torchrun forwards it)
+        self._first = 0.0
 
     def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -125,8 +128,11 @@ class _StopRequest:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
+            if time.monotonic() - self._first < self._debounce:
+                return
             raise KeyboardInterrupt
         self.requested = True
+        self._first = time.monotonic()
         self._log("interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)")
 
     def __exit__(self, *exc: Any) -> None:
@@ -260,8 +266,8 @@ def train(
             from sharpscope.runtime import set_threads
 
             set_threads(config.threads)  # never more than the physical cores
-        with contextlib.ExitStack() as held:  # the run folder's lock, once _train takes it
-            return _train(config, resume, progress, callback, log, held)
+        with contextlib.ExitStack() as held, distributed.session() as dist:  # the lock, once _train takes it
+            return _train(config, resume, progress, callback, log, held, dist)
     finally:
         torch.set_num_threads(threads)
 
@@ -273,11 +279,17 @@ def _train(
     callback: Callable[[int, dict[str, float]], None] | None,
     log: Callable[[str], None] | None,
     held: contextlib.ExitStack,
+    dist: distributed.Distributed,
 ) -> TrainResult:
     from sharpscope.models.registry import build_network, count_parameters
 
-    log = log or _default_log(progress)
     config = with_device_defaults(adopt_init_architecture(config))
+    # under torchrun: join the process group; rank 0 alone prints and writes the run folder
+    device = dist.start(resolve_device(config.device))
+    main = dist.is_main
+    if not main:
+        progress, log = False, (lambda msg: None)
+    log = log or _default_log(progress)
     task = make_task(config)
     metrics = task.metrics
     columns = ("step", "loss", "val_loss", *metrics, "lr", "time")
@@ -301,7 +313,7 @@ def _train(
     elif ckpt_path.exists() or best_path.exists():
         raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
 
-    device = resolve_device(config.device)
+    local_batch = dist.local_batch(config.batch_size)
     # initial weights and every stream depend on the seed only
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
@@ -353,13 +365,15 @@ def _train(
         f"{config.model.arch}: {n_params:,} parameters; device {device.type}"
         + (f" ({'bf16' if amp_dtype == torch.bfloat16 else 'fp16'} mixed precision)" if use_amp else "")
         + f"; data {data.description}; {data.val_size} validation patches; out {out}"
+        + (f"; {dist.world_size} processes ({dist.backend}), {local_batch} samples each per step" if dist.active else "")
     )
-    out.mkdir(parents=True, exist_ok=True)
-    held.enter_context(run_lock(out))
     from sharpscope.io import atomic_write
 
-    with atomic_write(out / CONFIG_NAME) as tmp:
-        Path(tmp).write_text(config.to_yaml())
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        held.enter_context(run_lock(out))
+        with atomic_write(out / CONFIG_NAME) as tmp:
+            Path(tmp).write_text(config.to_yaml())
 
     def score(values: Mapping[str, float]) -> float:
         return -values["val_loss"] if config.monitor == "val_loss" else values[config.monitor]
@@ -368,17 +382,22 @@ def _train(
         return best["metric"] is None or score(values) > best["metric"]
 
     def validate() -> dict[str, float]:
-        net.eval()
-        try:
-            values = task.validate(net, data, precision)
-        finally:
-            net.train()
-        return {k: float(values[k]) for k in ("val_loss", *metrics)}
+        def run() -> Mapping[str, float]:
+            net.eval()
+            try:
+                return task.validate(net, data, precision)
+            finally:
+                net.train()
+
+        # on rank 0, broadcast: every rank takes the same decisions
+        return dist.from_main(run, ("val_loss", *metrics))
 
     def new_best(values: Mapping[str, float]) -> dict[str, Any]:
         return {"metric": score(values), "step": step, **values}
 
     def save_last(reason: str) -> None:
+        if not main:
+            return
         save_checkpoint(
             ckpt_path,
             net,
@@ -399,6 +418,8 @@ def _train(
         from sharpscope import __version__
         from sharpscope.models.format import ModelHeader, save_model
 
+        if not main:
+            return
         fields = dict(task.header_fields(net, data, values))
         result = fields.pop("result")
         header = ModelHeader(
@@ -438,8 +459,10 @@ def _train(
         """After a stop between validations: validate, log and keep the weights if best."""
         nonlocal best
         values = validate()
-        rows.append(row(float(running) / n_running if n_running else math.nan, values, lr_at(config, step - 1)))
-        write_log(log_path, rows, columns)
+        loss = dist.mean(running) / n_running if n_running else math.nan
+        rows.append(row(loss, values, lr_at(config, step - 1)))
+        if main:
+            write_log(log_path, rows, columns)
         if is_better(values):
             best = new_best(values)
             save_best(values)
@@ -457,14 +480,15 @@ def _train(
 
     loader = DataLoader(
         data.train,
-        batch_size=config.batch_size,
-        sampler=range(step * config.batch_size, config.steps * config.batch_size),
+        batch_size=local_batch,  # this rank's share of every global batch (all of it alone)
+        sampler=dist.indices(step, config.steps, config.batch_size),
         num_workers=config.num_workers,
         pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(config.seed),
         worker_init_fn=_ignore_sigint if config.num_workers > 0 else None,
     )
     net.train()
+    model = dist.wrap(net, device)  # DDP over the processes (net itself in one process)
     bar = tqdm(
         total=config.steps,
         initial=step,
@@ -484,13 +508,17 @@ def _train(
     last_status = t0
     batches = iter(loader)
     headline = metrics[0]
-    with _StopRequest(log) as stop:
+    with _StopRequest(log, debounce=2.0 if dist.active else 0.0) as stop:
         try:
             while step < config.steps:
+                late = config.max_minutes is not None and time.perf_counter() - t0 > 60.0 * config.max_minutes
+                if dist.active:  # one decision, at the same step, on every rank
+                    asked, late = dist.agree(stop.requested, late)
+                    stop.requested = stop.requested or asked
                 if stop.requested:
                     reason = "interrupted"
                     break
-                if config.max_minutes is not None and time.perf_counter() - t0 > 60.0 * config.max_minutes:
+                if late:
                     reason = "time_limit"
                     break
                 try:
@@ -505,7 +533,7 @@ def _train(
                 lr = lr_at(config, step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss = task.training_loss(net, batch, precision)
+                loss = task.training_loss(model, batch, precision)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if config.grad_clip is not None:
@@ -536,7 +564,7 @@ def _train(
                         f"{sec_per_step:.3g} s/step, ETA {eta}"
                     )
                 if is_val:
-                    train_loss = float(running) / n_running
+                    train_loss = dist.mean(running) / n_running  # over the global batch
                     if not math.isfinite(train_loss):
                         raise ConfigError(
                             f"training diverged at step {step} (loss {train_loss}); lower lr or set grad_clip"
@@ -566,8 +594,9 @@ def _train(
                             f"{task.headline(values)} (best {best[headline]:.2f}), "
                             f"{sec_per_step:.3g} s/step, ETA {eta}"
                         )
-                    write_log(log_path, rows, columns)
-                    if config.plot:
+                    if main:
+                        write_log(log_path, rows, columns)
+                    if main and config.plot:
                         plot_log(
                             out / PLOT_NAME,
                             rows,
@@ -606,6 +635,7 @@ def _train(
             log("validation skipped; the best model stays that of the last validation")
     if reason != "early_stopped" or not saved:
         save_last(reason)
+    dist.barrier()  # no rank leaves before rank 0 has written the run folder
     if reason == "interrupted":
         log(f"interrupted at step {step}; resume with --resume (checkpoint {ckpt_path})")
     elif reason == "time_limit":
