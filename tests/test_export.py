@@ -137,6 +137,19 @@ def test_full_resolution_wrapper_returns_the_first_output(tiny_model):
     assert all(k.startswith("network.") for k in wrapper.state_dict())
 
 
+def test_validation_without_bioimageio_core_is_one_clear_error(
+    tiny_model_path, tmp_path, monkeypatch
+):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "bioimageio.core", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"sharpscope\[export\].*--no-validate"):
+        export_bioimageio(tiny_model_path, tmp_path / "x.zip", authors=["A"])
+    with pytest.raises(ConfigError, match="bioimageio.core"):
+        validate_bioimageio(tiny_model_path)
+    assert not (tmp_path / "x.zip").exists()
+
+
 def test_export_errors(tiny_model_path, tmp_path):
     kw = dict(authors=["A. Tester"], validate=False)
     with pytest.raises(ConfigError, match=r"\.zip"):

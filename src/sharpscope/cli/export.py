@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "a cover image, documentation, citations and the licence from the model header. "
             "The input is scaled with the model's percentiles (scale_range); the output stays "
             "in those normalised units. Unless --no-validate, bioimageio.core tests the "
-            "package (offline, about half a minute on a CPU) before it is written: install "
+            "package (offline; well under a minute on a CPU) before it is written: install "
             "it with pip install 'sharpscope[export]'."
         ),
     )

@@ -362,6 +362,11 @@ def _trace(wrapper: FullResolution, example: torch.Tensor, check: torch.Tensor) 
     return traced
 
 
+def _licence_text(license_id: str, header_text: str) -> str:
+    """The header's licence text when it starts with the identifier, else the identifier."""
+    return header_text if header_text.split()[:1] == [license_id] else license_id
+
+
 def _readme(
     model: Model,
     name: str,
@@ -369,6 +374,7 @@ def _readme(
     geometry: tuple[int, int, int],
     weights: Sequence[str],
     test_shape: tuple[int, ...],
+    validated: bool = False,
 ) -> str:
     min_size, step, halo = geometry
     pmin, pmax = model.percentiles
@@ -393,8 +399,8 @@ def _readme(
         f"{min_size} + n * {step} pixels (any n >= 0), any intensity units.",
         f"- Preprocessing: `scale_range` over y and x of each image, percentiles {pmin:g} and "
         f"{pmax:g} mapped to 0 and 1 (the normalisation the network was trained with).",
-        f"- Output `{OUTPUT_ID}`: same shape, in the normalised units (0 is the input's "
-        f"{pmin:g}th percentile, 1 its {pmax:g}th). To get the input's units back, multiply "
+        f"- Output `{OUTPUT_ID}`: same shape, in the normalised units (0 and 1 are the input's "
+        f"percentiles {pmin:g} and {pmax:g}). To get the input's units back, multiply "
         "by (p_high - p_low) and add p_low; `sharpscope restore` does this for you.",
         f"- Tiling: crop a halo of {halo} pixels from each side of every output block "
         "(half the model's tile overlap).",
@@ -415,16 +421,23 @@ def _readme(
         lines += [
             "",
             "Training inputs covered " + " and ".join(parts) + " (estimated on each input by "
-            "`sharpscope estimate`); results on images far outside this range are unreliable, "
+            "`sharpscope.estimate`); results on images far outside this range are unreliable, "
             "and `sharpscope restore` warns about them.",
         ]
     lines += [
         "",
         "## Validation",
         "",
-        f"The package's test input ({test_shape[-2]}x{test_shape[-1]} pixels) and the model's "
-        "own output for it reproduce with every weight format (`bioimageio.core`'s test "
-        "passed when it was exported). To validate the model quantitatively on your own data, "
+        f"The package's test input ({test_shape[-2]}x{test_shape[-1]} pixels) comes with the "
+        "model's own output for it; "
+        + (
+            "`bioimageio.core`'s test reproduced it with every weight format when the package "
+            "was exported."
+            if validated
+            else "`bioimageio.core`'s test (`bioimageio test PACKAGE.zip`) checks that every "
+            "weight format reproduces it."
+        )
+        + " To validate the model quantitatively on your own data, "
         "restore images for which a ground truth exists (for instance long-exposure or "
         "deconvolved acquisitions of the same field) and compare them:",
         "",
@@ -453,7 +466,7 @@ def _readme(
         "",
         "## Licence",
         "",
-        f"{license_id}: {getattr(header, 'license', '') or license_id}",
+        _licence_text(license_id, str(getattr(header, "license", "") or "")),
         "",
     ]
     return "\n".join(lines)
@@ -563,8 +576,8 @@ def _rdf(
             {
                 "id": OUTPUT_ID,
                 "description": (
-                    f"restored image in normalised units: 0 and 1 are the input's {pmin:g}th "
-                    f"and {pmax:g}th percentiles"
+                    f"restored image in normalised units: 0 and 1 are the input's "
+                    f"percentiles {pmin:g} and {pmax:g}"
                 ),
                 "axes": [
                     {"type": "batch"},
@@ -752,7 +765,9 @@ def export_bioimageio(
             )
         }
         (root / "README.md").write_text(
-            _readme(loaded, pkg_name, license_id, geometry, formats, raw[None, None].shape),
+            _readme(
+                loaded, pkg_name, license_id, geometry, formats, raw[None, None].shape, validate
+            ),
             encoding="utf-8",
         )
         rdf = _rdf(
