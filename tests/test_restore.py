@@ -420,5 +420,6 @@ def test_many_tiny_planes_are_batched_not_padded_to_tiles(tiny_model, monkeypatc
     out = tiny_model.predict(img, axes="STCZYX", warn_range=False)
     assert out.shape == img.shape and np.isfinite(out).all()
     planes = 4 * 4 * 4  # S*T*Z per channel, 4 channels
-    assert calls and len(calls) <= 4 * -(-planes // 8)
+    # + 1: the fast path checks its first output per tile shape against the plain network
+    assert calls and len(calls) <= 4 * -(-planes // 8) + 1
     assert all(h <= 8 and w <= 8 and n <= 8 for n, _, h, w in calls)

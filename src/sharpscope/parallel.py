@@ -619,10 +619,8 @@ def _restore_block(
     noises: Sequence[tuple[float, float] | None] = (),
     block_id: tuple[int, ...] | None = None,
 ) -> np.ndarray:
-    import torch
-
     from sharpscope.normalize import denormalize, normalize
-    from sharpscope.restore import _dihedral_mean, _to_dtype, network_function, resolve_device
+    from sharpscope.restore import _to_dtype, network_function, resolve_device
     from sharpscope.tiling import _pad_to, _run_batch
 
     _set_threads()
@@ -658,15 +656,8 @@ def _restore_block(
     acc = np.zeros((n, ph, pw), dtype=np.float32)
     dev = resolve_device(device)
     net = model.network.to(dev)
-    fn = network_function(net, None, tta)
-    if noise is not None:  # the whole image's noise level, measured once (as Model.predict does)
-        noise_t = torch.tensor(noise, dtype=torch.float32)
-
-        def call(t: torch.Tensor) -> torch.Tensor:
-            return net(t, noise_t.to(t.device))[0]
-
-        def fn(t: torch.Tensor) -> torch.Tensor:
-            return call(t) if not tta else _dihedral_mean(call, t)
+    # the whole image's noise level, measured once (as Model.predict does)
+    fn = network_function(net, None, tta, noise=noise)
 
     batch: list = []
     for k in range(n):

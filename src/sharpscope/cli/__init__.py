@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "sharpscope.cli.demo",
     "sharpscope.cli.train",
     "sharpscope.cli.simulate",
+    "sharpscope.cli.benchmark",
     "sharpscope.cli.export",
 )
 
