@@ -245,3 +245,35 @@ def test_docstring_examples_run(tmp_path, monkeypatch):
     failed, attempted = runner.summarize(verbose=False)
     assert failed == 0 and attempted >= 5
     assert (tmp_path / "widefield-2d.zip").is_file()
+
+
+def test_noise_conditioned_network_exports_with_the_single_input_call(tmp_path):
+    import io
+
+    import torch
+
+    from conftest import TINY_MRBCR_HPARAMS
+    from sharpscope.models.format import save_model
+    from sharpscope.models.registry import build_network
+
+    hparams = dict(TINY_MRBCR_HPARAMS, noise_input=True)
+    torch.manual_seed(0)
+    net = build_network("mrbcr", **hparams)
+    header = {
+        "name": "noisy",
+        "architecture": "mrbcr",
+        "hparams": hparams,
+        "license": "MIT",
+        "tile": {"size": 64, "overlap": 32},
+    }
+    path = save_model(tmp_path / "noisy.safetensors", net, header)
+    result = export_bioimageio(
+        path, tmp_path / "noisy.zip", authors=["A"], test_size=64, validate=False
+    )
+    assert result.weights == ("pytorch_state_dict", "torchscript")
+    _, files = _read(result.path)
+    traced = torch.jit.load(io.BytesIO(files["torchscript.pt"]))
+    # the trace estimates the noise from each input, as the network does (nothing baked in)
+    x = torch.rand(1, 1, 72, 68, generator=torch.Generator().manual_seed(3)) * 4
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), net.eval()(x)[0], rtol=1e-4, atol=1e-5)
