@@ -25,7 +25,7 @@ spectrum, outside the reach ``2 fc`` of the incoherent OTF, hold only noise),
 so that a wrong global noise model cannot make a blank patch look
 structured.  The score measures the excess power over the band where the OTF
 is strong: with ``M`` frequencies in the band ``0.04 <= |f| <= fc`` (``fc``
-the given cut-off, else the image's own estimate, else 0.25), the score is
+the given cut-off, else the image's own estimate, else 0.25; at least 0.08), the score is
 ``s = sqrt(M / c) * (mean_band P(f) / N - 1)``, the number of standard
 deviations by which the band's power stands above what noise alone gives.
 (Pure noise's periodogram values have a relative standard deviation of 1;
@@ -368,7 +368,8 @@ def structure_score(
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.rfftfreq(w)[None, :]
     radius = np.hypot(fy, fx)
-    top = 0.25 if fc is None else min(float(fc), 0.5)
+    # the band reaches at least twice the lowest frequency (a very low cut-off estimate)
+    top = 0.25 if fc is None else min(max(float(fc), 2 * LOW_FREQUENCY), 0.5)
     band = (radius >= LOW_FREQUENCY) & (radius <= top)
     power = spec[:, band].mean(axis=1)
     var = np.maximum(np.asarray(noise.variance(mean), dtype=np.float64), float(floor))
