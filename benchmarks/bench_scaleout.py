@@ -226,6 +226,14 @@ def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     return row
 
 
+def _save(args: argparse.Namespace, rows: list[dict[str, Any]], t_start: float) -> None:
+    """The rows so far, the arguments, the minutes and the load (``--json``)."""
+    if args.json:
+        doc = {"rows": rows, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+               "minutes": (time.perf_counter() - t_start) / 60, "load": os.getloadavg()}
+        args.json.write_text(json.dumps(doc, indent=1))
+
+
 def _sizes(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
@@ -238,17 +246,19 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[int], list[str]]]:
     """(op, shape, paths) in the order they run."""
     rows: list[tuple[str, list[int], list[str]]] = []
     wsizes = set(_sizes(args.workers_sizes))
-    for op, sizes, mem_max in (
-        ("restore", _sizes(args.restore_sizes), args.restore_memory_max),
-        ("deconvolve", _sizes(args.deconvolve_sizes), args.deconvolve_memory_max),
-    ):
+    ops = {
+        "restore": (_sizes(args.restore_sizes), args.restore_memory_max),
+        "deconvolve": (_sizes(args.deconvolve_sizes), args.deconvolve_memory_max),
+    }
+    for op in ("deconvolve", "restore"):
+        sizes, mem_max = ops[op]
         for n in sizes:
             paths = (["memory"] if n <= mem_max else []) + ["chunks"]
             if n in wsizes and args.workers:
                 paths.append("workers")
             rows.append((op, [n, n], paths))
-    if args.stack:
-        rows.append(("deconvolve", [int(v) for v in args.stack.split("x")], ["chunks"]))
+        if op == "deconvolve" and args.stack:
+            rows.append(("deconvolve", [int(v) for v in args.stack.split("x")], ["chunks"]))
     return rows
 
 
@@ -257,27 +267,36 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model", default="small",
                         help="'small' (random test-size m-rBCR, default), a model name or file")
-    parser.add_argument("--restore-sizes", default="1024,2048,4096,8192")
-    parser.add_argument("--restore-memory-max", type=int, default=8192,
+    parser.add_argument("--restore-sizes", default="1024,2048,4096")
+    parser.add_argument("--restore-memory-max", type=int, default=4096,
                         help="largest side restored in memory too")
     parser.add_argument("--deconvolve-sizes", default="1024,2048,4096,8192,16384")
     parser.add_argument("--deconvolve-memory-max", type=int, default=8192)
     parser.add_argument("--stack", default="32x4096x4096",
                         help="ZxYxX of the 3-D stack (deconvolved chunked; '' for none)")
     parser.add_argument("--chunks", type=int, default=1024, help="chunk side of the dask paths")
-    parser.add_argument("--iterations", type=int, default=2, help="Richardson-Lucy iterations")
+    parser.add_argument("--iterations", type=int, default=1,
+                        help="Richardson-Lucy iterations (the memory does not depend on them)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the workers path")
-    parser.add_argument("--workers-sizes", default="4096", help="sides also run with --workers")
+    parser.add_argument("--workers-sizes", default="2048", help="sides also run with --workers")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes (256 and 512, a 4x512x512 stack, chunks of 256)")
-    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--json", type=Path, help="also write the rows here (after every row)")
+    parser.add_argument("--docs-from", type=Path, metavar="JSON",
+                        help="only write the docs and the plot from the rows of an earlier --json")
     parser.add_argument("--write-docs", action="store_true",
                         help="write the table into docs/benchmarks.md and the plot")
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return []
+    if args.docs_from:
+        saved = json.loads(args.docs_from.read_text())
+        for key in ("model", "iterations", "chunks", "workers"):
+            setattr(args, key, saved["args"][key])
+        write_docs(saved["rows"], args, 60 * saved["minutes"], saved["load"])
+        return saved["rows"]
     if args.quick:
         args.restore_sizes = args.deconvolve_sizes = "256,512"
         args.restore_memory_max = args.deconvolve_memory_max = 512
@@ -322,19 +341,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         "dst": str(work / f"out-{op}-{path}.ome.zarr")}
                 row = run_child(spec, args.timeout)
                 rows.append(row)
+                _save(args, rows, t_start)
                 extra = ""
                 if "worker_peaks" in row:
                     extra = "  workers' VmHWM " + ", ".join(f"{p / MIB:.0f}" for p in row["worker_peaks"])
                 print(f"{op:10s} {path:8s} {_shape_label(shape):>15s} peak {row['peak'] / MIB:7.0f} MiB"
-                      f"  {row['seconds']:7.1f} s  in {row['disk_in'] / 1e9:.2f} GB{extra}", flush=True)
+                      f"  {row['seconds']:7.1f} s  in {row['disk_in'] / 1e6:.0f} MB{extra}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     total = time.perf_counter() - t_start
     load = os.getloadavg()
     print(f"total {total / 60:.1f} min; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
-    if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "args": vars(args) | {"json": str(args.json)},
-                                         "minutes": total / 60, "load": load}, indent=1, default=str))
+    _save(args, rows, t_start)
     if args.write_docs:
         write_docs(rows, args, total, load)
     return rows
@@ -362,8 +380,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         for path in ("memory", "chunks", "workers"):
             r = by.get(path)
             cells.append(f"{r['peak'] / MIB:.0f} MiB, {r['seconds']:.0f} s" if r else "")
-        disk = next(iter(by.values()))["disk_in"] / 1e9
-        lines.append(f"| {op} | {label} | {disk:.2f} GB | " + " | ".join(cells) + " |")
+        disk = next(iter(by.values()))["disk_in"]
+        size = f"{disk / 1e9:.2f} GB" if disk >= 1e9 else f"{disk / 1e6:.0f} MB"
+        lines.append(f"| {op} | {label} | {size} | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 
 
