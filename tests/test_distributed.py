@@ -217,3 +217,29 @@ def test_resume_under_ddp_after_a_kill(pairs, tmp_path):
     # one log row per validation, none twice after the resume
     steps = [line.split(",")[0] for line in (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]]
     assert steps == ["1", "8", "16", "24"]
+
+
+def test_ctrl_c_through_the_launcher_stops_every_rank_with_a_checkpoint(pairs, tmp_path):
+    """SIGINT to ``sharpscope train --nproc 2``: one clean stop, the checkpoint, exit 130."""
+    cfg = tmp_path / "int.yaml"
+    cfg.write_text(_config(pairs, tmp_path / "int", steps=2000, val_every=1000).to_yaml())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sharpscope", "train", str(cfg), "--nproc", "2", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    log = tmp_path / "int" / "log.csv"
+    deadline = time.monotonic() + 300
+    while not log.is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert log.is_file() and proc.poll() is None  # training, past its first validation
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-3000:]
+    assert out.count("interrupt: finishing this step") == 1  # rank 0 alone prints
+    assert "resume with: sharpscope train -o" in out and "--nproc 2" in out
+    _, meta = load_checkpoint(tmp_path / "int" / CHECKPOINT_NAME)
+    assert meta["stopped"] == "interrupted" and 1 <= meta["step"] < 2000
+    steps = [line.split(",")[0] for line in log.read_text().splitlines()[1:]]
+    # the last weights validated once, on rank 0 (unless the stop came right after step 1's)
+    assert steps == (["1", str(meta["step"])] if meta["step"] > 1 else ["1"])
