@@ -275,7 +275,18 @@ def test_blind_deconvolve_improves_a_blurred_image_single_and_grid():
     out, info = blind_deconvolve(y, fc=0.2, identifier=ident, return_info=True)
     assert info.rule in ("discrepancy", "cap") and info.iterations[0] >= 1
     assert psnr(out, x, 1.0) > psnr(y, x, 1.0) + 1.0
-    assert "PSF estimated" in info.summary()
+    assert "PSF estimated" in info.summary() and info.warning is None
+    # a PSF far too wide cannot explain the data: the automatic stop says so
+    wide = np.outer(*2 * [np.exp(-0.5 * (np.arange(-16, 17) / 5.0) ** 2)])
+
+    class Wide(OracleIdentifier):
+        def predict(self, patches, fc=None, theta_max=None):
+            p = super().predict(patches, fc, theta_max)
+            p.psf = np.broadcast_to(wide / wide.sum(), p.psf.shape).astype(np.float32)
+            return p
+
+    _, bad = blind_deconvolve(y, fc=0.2, identifier=Wide(lambda p: PSF_A), return_info=True)
+    assert bad.rule == "cap" and bad.misfit > 1 and "does not explain the image" in bad.warning
     # a grid: space-varying RL with the estimated nodes
     two = _two_halves(seed=1)
     ident2 = OracleIdentifier(lambda p: PSF_A if p.mean() < 2.5 else PSF_B)

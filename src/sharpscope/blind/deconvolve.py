@@ -47,12 +47,28 @@ class BlindInfo:
         Updates made per plane.
     rule : str
         ``'fixed'``, ``'discrepancy'`` or ``'cap'`` (as :class:`sharpscope.deconv.DeconvolveInfo`).
+    misfit : float or None
+        With the automatic stop: the largest weighted residual left (``mean((y - A x)**2 /
+        var)``; 1 = the noise level).  Above 1 after the cap, the estimated PSF cannot
+        explain the image (too wide, or wrong): the result is likely over-sharpened.
     """
 
     estimate: PSFEstimate
     method: str
     iterations: tuple[int, ...]
     rule: str
+    misfit: float | None = None
+
+    @property
+    def warning(self) -> str | None:
+        """A one-line warning when the PSF does not explain the image, else None."""
+        if self.rule == "cap" and self.misfit is not None and self.misfit > 1.0:
+            return (
+                f"the estimated PSF does not explain the image (residual {self.misfit:.2f} x the"
+                " noise after the iteration cap): the result may be over-sharpened; give the"
+                " optics (fc/theta_max or NA, wavelength, pixel size) or fewer iterations"
+            )
+        return None
 
     def summary(self) -> str:
         """One line for the command line."""
@@ -70,7 +86,8 @@ class BlindInfo:
         its = self.iterations
         span = "0" if not its else (f"{min(its)}" if min(its) == max(its) else f"{min(its)}-{max(its)}")
         how = {"fixed": "", "discrepancy": " (discrepancy principle)", "cap": " (iteration cap)"}
-        return f"{what}; {self.method} ran {span} iterations{how.get(self.rule, '')}"
+        line = f"{what}; {self.method} ran {span} iterations{how.get(self.rule, '')}"
+        return line + (f"; warning: {self.warning}" if self.warning else "")
 
 
 def _tv_div(x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +120,8 @@ def space_varying_deconvolve(
     tv_weight : float
         RL-TV weight (image scaled to a maximum of 1).
     return_iterations : bool
-        Also return the count and the rule that ended it.
+        Also return the count, the rule that ended it and the last weighted residual
+        (NaN without the automatic stop).
 
     Examples
     --------
@@ -136,7 +154,7 @@ def space_varying_deconvolve(
     scale = float(y.max())
     if scale == 0.0:
         out0 = np.zeros_like(y)
-        return (out0, 0, "fixed") if return_iterations else out0
+        return (out0, 0, "fixed", float("nan")) if return_iterations else out0
     yt = torch.from_numpy(y / scale)
     op = SpaceVaryingBlur(torch.from_numpy(grid.astype(np.float32)), y.shape, boundary="reflect")
     w = op.adjoint(torch.ones_like(yt))
@@ -157,6 +175,7 @@ def space_varying_deconvolve(
             y_ref = torch.from_numpy(y_raw / scale)
     cap = MAX_ITERATIONS if iterations is None else int(iterations)
     count, rule = cap, "fixed" if iterations is not None else "cap"
+    disc = float("nan")
     for k in range(cap + 1):
         hx = op.forward(x)
         if tau is not None:
@@ -172,7 +191,7 @@ def space_varying_deconvolve(
             f = f / (1.0 - tv_weight * _tv_div(x[None])[0]).clamp(min=0.5)
         x = x * f
     out = (x * scale).numpy().astype(np.float32)
-    return (out, int(count), rule) if return_iterations else out
+    return (out, int(count), rule, disc) if return_iterations else out
 
 
 def blind_deconvolve(
@@ -245,7 +264,8 @@ def blind_deconvolve(
             image, estimate.psf, method=method, iterations=iterations, axes=axes,
             return_info=True, **kw,
         )
-        info = BlindInfo(estimate, method, tuple(dinfo.iterations), dinfo.rule)
+        misfit = max(dinfo.discrepancy) if dinfo.discrepancy else None
+        info = BlindInfo(estimate, method, tuple(dinfo.iterations), dinfo.rule, misfit)
         return (out, info) if return_info else out
     if method not in GRID_METHODS:
         raise ConfigError(
@@ -261,22 +281,24 @@ def blind_deconvolve(
     order = [i for i, a in enumerate(ax) if a not in "YX"] + [ax.index("Y"), ax.index("X")]
     work = np.transpose(arr, order)
     flat = work.reshape(-1, *work.shape[-2:])
-    outs, counts, rules = [], [], []
+    outs, counts, rules, discs = [], [], [], []
     for plane in flat:
-        o, n, rule = space_varying_deconvolve(
+        o, n, rule, d = space_varying_deconvolve(
             plane, estimate.psfs, method, iterations, tv_weight=float(kw.get("tv_weight", 0.002)),
             return_iterations=True,
         )
         outs.append(o)
         counts.append(n)
         rules.append(rule)
+        discs.append(d)
     res = np.stack(outs).reshape(work.shape)
     res = np.ascontiguousarray(np.transpose(res, np.argsort(order)))
     if iterations is not None:
         rule = "fixed"
     else:
         rule = "cap" if all(r == "cap" for r in rules) else "discrepancy"
-    info = BlindInfo(estimate, method, tuple(counts), rule)
+    finite = [d for d in discs if np.isfinite(d)]
+    info = BlindInfo(estimate, method, tuple(counts), rule, max(finite) if finite else None)
     return (res, info) if return_info else res
 
 
