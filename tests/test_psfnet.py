@@ -245,3 +245,14 @@ def test_a_briefly_trained_identifier_beats_the_aberration_free_psf(tmp_path):
     base = psf_metrics(h0, data["psf"], data["x"])
     assert float(got["rel_l2"].mean()) < 0.9 * float(base["rel_l2"].mean())
     assert float(got["psf_snr"].mean()) > float(base["psf_snr"].mean()) + 1.0
+
+
+def test_the_spectral_variant_keeps_the_contract():
+    torch.manual_seed(1)
+    ident = PSFIdentifier(PSFNet(spectral=True))
+    x = _patches(2).astype(np.float64)
+    a, b = ident.predict(x, fc=0.2), ident.predict(250.0 * x, fc=0.2)
+    np.testing.assert_allclose(a.psf.sum(axis=(1, 2)), 1.0, atol=1e-5)
+    np.testing.assert_allclose(a.psf, b.psf, atol=2e-5)
+    np.testing.assert_allclose(b.noise, 250.0 * a.noise, rtol=2e-3)
+    assert "spectral.0.weight" in ident.network.state_dict() and "spectral.0.weight" not in PSFNet().state_dict()

@@ -9,7 +9,10 @@ Network (:class:`PSFNet`)
     so any intensity scale and offset gives the same input), and fed with the log
     magnitude of its windowed spectrum as a second channel (the blur's transfer
     function multiplies the spectrum: the cut-off and the zeros of the OTF are
-    visible there directly).  A stem and four strided residual stages (128 -> 8 px)
+    visible there directly).  The log power spectrum also enters the heads directly,
+    as ring means and a coarse 16 x 16 map (``spectral``): pooled convolutional
+    features forget where in the spectrum something is, which is what the cut-off
+    and the aberrations change.  A stem and four strided residual stages (128 -> 8 px)
     are each modulated by FiLM (``h * (1 + gamma) + beta``) from an embedding of the
     condition ``[fc, theta_max, known_fc, known_theta]``; an unknown value enters as 0
     with its flag 0, so the embedding of "unknown" is learned.  One network serves
@@ -85,6 +88,8 @@ ARCHITECTURE = "psfnet"
 EVEN_NOLL = frozenset({4, 5, 6, 11, 12, 13, 14, 15, 22})
 """Noll indices of the even (centro-symmetric) aberrations up to 22: their sign is invisible in focus."""
 _PMIN, _PMAX = 1.0, 99.8
+_RINGS = 33  # ring means of the log power spectrum, radius 0 .. 0.5 cycles/pixel
+_COARSE = 16  # side of the coarse map of the log power spectrum
 _FC_MEAN, _FC_HALF = 0.175, 0.075
 _T_MEAN, _T_HALF = 0.15, 0.15
 
@@ -227,6 +232,8 @@ class PSFNet(nn.Module):
         Render the PSF from the coefficients, or predict its pixels.
     cond_dim : int
         Width of the condition embedding.
+    spectral : bool
+        Feed the ring means and a coarse map of the log power spectrum to the heads.
 
     Examples
     --------
@@ -248,6 +255,7 @@ class PSFNet(nn.Module):
         fc_range: Sequence[float] = (0.08, 0.3),
         output: str = "zernike",
         cond_dim: int = 32,
+        spectral: bool = False,
     ):
         super().__init__()
         channels = [int(c) for c in channels]
@@ -273,6 +281,7 @@ class PSFNet(nn.Module):
             "fc_range": [lo, hi],
             "output": output,
             "cond_dim": int(cond_dim),
+            "spectral": bool(spectral),
         }
         self.psf_size = int(psf_size)
         self.noll = tuple(range(int(noll_start), int(noll_start) + int(n_zernike)))
@@ -284,7 +293,10 @@ class PSFNet(nn.Module):
         self.stages = nn.ModuleList(
             _Stage(a, b, cond_dim, 2) for a, b in zip(channels[:-1], channels[1:], strict=False)
         )
-        feat = 2 * channels[-1] + cond_dim
+        self.spectral = (
+            nn.Sequential(nn.Linear(_RINGS + _COARSE**2, 128), nn.GELU()) if spectral else None
+        )
+        feat = 2 * channels[-1] + cond_dim + (128 if spectral else 0)
         self.trunk = nn.Sequential(nn.Linear(feat, 128), nn.GELU())
         self.theta_head = nn.Linear(128, int(n_zernike))
         self.fc_head = nn.Linear(128, 1)
@@ -304,6 +316,31 @@ class PSFNet(nn.Module):
         mag = torch.fft.fftshift(torch.fft.fft2(xc * win).abs(), dim=(-2, -1))
         s = torch.log(mag + 1e-3)
         return (s - s.mean(dim=(-2, -1), keepdim=True)) / (s.std(dim=(-2, -1), keepdim=True) + 1e-6)
+
+    @staticmethod
+    def _spectral_features(x: torch.Tensor) -> torch.Tensor:
+        """Ring means (radius 0 .. 0.5 cycles/pixel) and a coarse 2-D map of the log power spectrum.
+
+        Global pooling of convolutional features forgets *where* in the spectrum a
+        feature is, which is what the cut-off and the aberrations change; these
+        position-bound features keep it.
+        """
+        n, _, h, w = x.shape
+        win = torch.outer(torch.hann_window(h, periodic=False, dtype=x.dtype, device=x.device),
+                          torch.hann_window(w, periodic=False, dtype=x.dtype, device=x.device))
+        xc = (x - x.mean(dim=(-2, -1), keepdim=True)) * win
+        logp = torch.log10(torch.fft.fftshift(torch.fft.fft2(xc).abs().square(), dim=(-2, -1)) + 1e-8)
+        fy = torch.fft.fftshift(torch.fft.fftfreq(h, device=x.device, dtype=x.dtype))
+        fx = torch.fft.fftshift(torch.fft.fftfreq(w, device=x.device, dtype=x.dtype))
+        rad = torch.sqrt(fy[:, None].square() + fx[None, :].square())
+        ring = (rad * (2 * (_RINGS - 1))).round().clamp(max=_RINGS - 1).long().reshape(-1)
+        flat = logp.reshape(n, -1)
+        sums = flat.new_zeros(n, _RINGS).index_add_(1, ring, flat)
+        counts = torch.bincount(ring, minlength=_RINGS).to(flat.dtype).clamp_min(1.0)
+        rings = sums / counts
+        coarse = torch.nn.functional.adaptive_avg_pool2d(logp, _COARSE).reshape(n, -1)
+        ref = rings.mean(dim=1, keepdim=True)
+        return torch.cat([rings - ref, coarse - ref], dim=1) / 2.0
 
     def _embed(self, n: int, fc: torch.Tensor | None, theta_max: torch.Tensor | None, device) -> torch.Tensor:
         z = torch.zeros(n, device=device)
@@ -346,7 +383,12 @@ class PSFNet(nn.Module):
         h = self.stem(inp)
         for stage in self.stages:
             h = stage(h, c)
-        pooled = torch.cat([h.float().mean(dim=(-2, -1)), h.float().amax(dim=(-2, -1)), c], dim=1)
+        parts = [h.float().mean(dim=(-2, -1)), h.float().amax(dim=(-2, -1)), c]
+        if self.spectral is not None:
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                spec = self._spectral_features(xn)
+            parts.append(self.spectral(spec))
+        pooled = torch.cat(parts, dim=1)
         f = self.trunk(pooled)
         with torch.autocast(device_type=x.device.type, enabled=False):
             f = f.float()
