@@ -17,6 +17,7 @@ from sharpscope.blind import (
     blind_deconvolve,
     blind_richardson_lucy,
     ee50,
+    eigen_psfs,
     estimate_psf,
     fwhm,
     psf_snr,
@@ -246,6 +247,21 @@ def test_blank_tile_is_flagged_and_filled_from_its_neighbours():
     assert abs(float(est.psfs[1, 1].sum()) - 1) < 1e-5
     # the blank patch was never given to the identifier
     assert sum(n for n, _, _ in ident.calls) == int(est.patches["valid"].sum())
+
+
+def test_eigen_psfs_of_a_two_psf_grid():
+    y = _two_halves()
+    ident = OracleIdentifier(lambda p: PSF_A if p.mean() < 2.5 else PSF_B)
+    est = estimate_psf(y, fc=0.2, grid=(1, 2), identifier=ident)
+    comp, coef, share = eigen_psfs(est, rank=1)
+    assert comp.shape == (2, 33, 33) and coef.shape == (1, 2, 2) and share == pytest.approx(1.0)
+    assert abs(float(comp[0].sum()) - 1) < 1e-5 and abs(float(comp[1].sum())) < 1e-5
+    np.testing.assert_allclose(np.einsum("ijk,kyx->ijyx", coef, comp), est.psfs, atol=1e-6)
+    mean_only, _, none = eigen_psfs(est, rank=0)
+    np.testing.assert_allclose(mean_only[0], est.psfs.mean(axis=(0, 1)), atol=1e-6)
+    assert none == 0.0
+    with pytest.raises(ConfigError, match="rank must be between 0 and 1"):
+        eigen_psfs(est, rank=2)
 
 
 def test_nearest_fill_uses_the_nearest_valid_cells():

@@ -10,6 +10,8 @@ This package sits above :mod:`sharpscope.models` (the identification network,
 :func:`blind_deconvolve`
     Estimate, then Richardson-Lucy / RL-TV with that PSF, or space-varying RL
     with the grid; the iteration count follows the estimated noise.
+:func:`eigen_psfs`
+    The mean and leading eigen-PSFs of a grid (for fast space-varying blurs).
 :func:`blind_richardson_lucy`
     The classical alternating blind Richardson-Lucy baseline.
 """
@@ -23,7 +25,13 @@ from sharpscope.blind.deconvolve import (
     blind_deconvolve_files,
     space_varying_deconvolve,
 )
-from sharpscope.blind.field import PSFEstimate, estimate_psf, resolve_fc, structure_score
+from sharpscope.blind.field import (
+    PSFEstimate,
+    eigen_psfs,
+    estimate_psf,
+    resolve_fc,
+    structure_score,
+)
 from sharpscope.blind.measures import ee50, fwhm, psf_snr, reblur_psnr, relative_l2
 
 __all__ = [
@@ -35,6 +43,7 @@ __all__ = [
     "blind_deconvolve_files",
     "blind_richardson_lucy",
     "ee50",
+    "eigen_psfs",
     "estimate_psf",
     "fwhm",
     "psf_snr",
