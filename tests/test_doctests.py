@@ -15,7 +15,9 @@ import pytest
 # modules whose examples are runnable (napari needs a viewer; the CLI has no examples)
 MODULES = (
     "sharpscope",
+    "sharpscope.accel",
     "sharpscope.batch",
+    "sharpscope.benchmarking",
     "sharpscope.data",
     "sharpscope.deconv",
     "sharpscope.estimate",
