@@ -226,6 +226,15 @@ def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     return row
 
 
+def _command(a: dict[str, Any]) -> str:
+    """The command line of a run from its saved arguments."""
+    keys = ("deconvolve_sizes", "deconvolve_memory_max", "restore_sizes", "restore_memory_max",
+            "workers_sizes", "workers", "chunks", "iterations", "model", "stack", "paths")
+    return "nice -n 10 python benchmarks/bench_scaleout.py " + " ".join(
+        f"--{k.replace('_', '-')} {a.get(k) or chr(39) * 2}" for k in keys if k in a
+    )
+
+
 def _save(args: argparse.Namespace, rows: list[dict[str, Any]], t_start: float) -> None:
     """The rows so far, the arguments, the minutes and the load (``--json``)."""
     if args.json:
@@ -256,7 +265,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[int], list[str]]]:
             paths = (["memory"] if n <= mem_max else []) + ["chunks"]
             if n in wsizes and args.workers:
                 paths.append("workers")
-            rows.append((op, [n, n], paths))
+            rows.append((op, [n, n], [p for p in paths if p in args.paths.split(",")]))
         if op == "deconvolve" and args.stack:
             rows.append(("deconvolve", [int(v) for v in args.stack.split("x")], ["chunks"]))
     return rows
@@ -279,12 +288,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         help="Richardson-Lucy iterations (the memory does not depend on them)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the workers path")
     parser.add_argument("--workers-sizes", default="2048", help="sides also run with --workers")
+    parser.add_argument("--paths", default="memory,chunks,workers",
+                        help="which of the 2-D rows' paths to run (the stack is always chunked)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes (256 and 512, a 4x512x512 stack, chunks of 256)")
     parser.add_argument("--json", type=Path, help="also write the rows here (after every row)")
-    parser.add_argument("--docs-from", type=Path, metavar="JSON",
-                        help="only write the docs and the plot from the rows of an earlier --json")
+    parser.add_argument("--docs-from", type=Path, nargs="+", metavar="JSON",
+                        help="only write the docs and the plot from the rows of earlier --json runs "
+                             "(merged: a later row replaces an earlier one of the same measurement)")
     parser.add_argument("--write-docs", action="store_true",
                         help="write the table into docs/benchmarks.md and the plot")
     args = parser.parse_args(argv)
@@ -292,11 +304,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(json.dumps(child(json.loads(args.child))))
         return []
     if args.docs_from:
-        saved = json.loads(args.docs_from.read_text())
+        runs = [json.loads(p.read_text()) for p in args.docs_from]
+        merged: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for run in runs:
+            for r in run["rows"]:
+                merged[(r["op"], r["path"], _shape_label(r["shape"]))] = r
         for key in ("model", "iterations", "chunks", "workers"):
-            setattr(args, key, saved["args"][key])
-        write_docs(saved["rows"], args, 60 * saved["minutes"], saved["load"])
-        return saved["rows"]
+            setattr(args, key, runs[0]["args"][key])
+        args.commands = [_command(run["args"]) for run in runs]
+        write_docs(list(merged.values()), args, 60 * sum(r["minutes"] for r in runs), runs[-1]["load"])
+        return list(merged.values())
     if args.quick:
         args.restore_sizes = args.deconvolve_sizes = "256,512"
         args.restore_memory_max = args.deconvolve_memory_max = 512
@@ -393,20 +410,20 @@ def plot(rows: list[dict[str, Any]], path: Path = PLOT) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axs = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axs = plt.subplots(1, 2, figsize=(10, 5))
     style = {"memory": ("o-", "in memory"), "chunks": ("s-", "chunked (dask)"),
              "workers": ("^", "chunked, 2 workers (total PSS)")}
     colors = {"restore": "tab:blue", "deconvolve": "tab:orange"}
     for op in ("restore", "deconvolve"):
-        for path, (mark, label) in style.items():
+        for kind, (mark, label) in style.items():
             pts = sorted((_mpix(r), r) for r in rows
-                         if r["op"] == op and r["path"] == path and len(r["shape"]) == 2)
+                         if r["op"] == op and r["path"] == kind and len(r["shape"]) == 2)
             if pts:
                 xs = [p[0] for p in pts]
                 axs[0].plot(xs, [p[1]["peak"] / MIB for p in pts], mark, color=colors[op],
-                            label=f"{op}, {label}", mfc="none" if path == "chunks" else None)
+                            label=f"{op}, {label}", mfc="none" if kind == "chunks" else None)
                 axs[1].plot(xs, [p[1]["seconds"] for p in pts], mark, color=colors[op],
-                            label=f"{op}, {label}", mfc="none" if path == "chunks" else None)
+                            label=f"{op}, {label}", mfc="none" if kind == "chunks" else None)
         base = [r for r in rows if r["op"] == op and r["path"] == "baseline"]
         if base:
             axs[0].axhline(base[0]["peak"] / MIB, color=colors[op], ls=":", lw=1)
@@ -419,14 +436,15 @@ def plot(rows: list[dict[str, Any]], path: Path = PLOT) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("image size (megapixels)")
         ax.grid(True, which="both", alpha=0.3)
-    axs[0].set_yscale("log")
+    axs[0].set_ylim(bottom=0)
     axs[0].set_ylabel("peak memory (MiB)")
     axs[1].set_yscale("log")
     axs[1].set_ylabel("wall time (s), one thread, shared CPU")
-    axs[0].legend(fontsize=7)
+    handles, labels = axs[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     axs[0].set_title("peak memory (dotted: imports + model)", fontsize=9)
     axs[1].set_title("time", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -440,29 +458,51 @@ def write_docs(rows: list[dict[str, Any]], args: argparse.Namespace, minutes_s: 
     base = {r["op"]: r["peak"] / MIB for r in rows if r["path"] == "baseline"}
     model = ("a randomly initialised small m-rBCR (the test models' size; tile 256, overlap 32)"
              if args.model == "small" else f"`{args.model}`")
+    commands = getattr(args, "commands", None) or [_command(vars(args))]
+    names = [f"rows{i + 1}.json" for i in range(len(commands))]
+    runs = "\n".join(f"    {c} --json {n}" for c, n in zip(commands, names, strict=True))
+
+    def spread(op: str, path: str) -> str:
+        got = sorted((_mpix(r), r["peak"] / MIB) for r in rows if r["op"] == op and r["path"] == path)
+        if not got:
+            return "not run"
+        return (f"{got[0][1]:.0f} MiB at {got[0][0]:.1f} megapixels to {got[-1][1]:.0f} MiB at "
+                f"{got[-1][0]:.1f}")
+
+    biggest = max((r for r in rows if r["path"] != "baseline"), key=lambda r: np.prod(r["shape"]))
     text = f"""{SECTION}
 
-Restoration with {model} and Richardson-Lucy (`rl`, {args.iterations} iterations, a 17x17 PSF,
-a stack plane by plane) in memory and chunked (dask, chunks of {args.chunks}, one chunk at a
-time in the process; `workers`: a LocalCluster of {args.workers} single-threaded processes).
+Restoration with {model} and Richardson-Lucy (`rl`, {args.iterations} iteration(s): the memory
+does not depend on the count; a 17x17 PSF; a stack plane by plane), in memory and chunked
+(dask, chunks of {args.chunks}, one chunk at a time in the process, as `--chunks`; `workers`: a
+LocalCluster of {args.workers} single-threaded processes, as `--workers {args.workers}`).
 Inputs are uint16 Poisson images (100-4000 photons) written as OME-Zarr in /tmp; outputs are
 OME-Zarr (float32 plus the pyramid). Each row is a fresh process at one thread (`nice -n 10`)
 on a 2-core machine shared with four other jobs (load average {load[0]:.1f} at the end), so
-the times are only indicative. Peak memory is the process's resident high-water mark
-(`VmHWM`); for the workers it is the largest simultaneous total PSS of the process and its
-workers, sampled every 50 ms. The imports and the model alone take {base.get('restore', 0):.0f} MiB
-(restore) and {base.get('deconvolve', 0):.0f} MiB (deconvolve). The whole run took
-{minutes_s / 60:.0f} minutes.
+the times are only indicative (several times what one free core takes). Peak memory is the
+process's resident high-water mark (`VmHWM`); for the workers it is the largest simultaneous
+total PSS of the process and its workers (sampled every 50 ms: shared pages of the forked
+workers counted once). The imports and the model alone take {base.get('restore', 0):.0f} MiB
+(restore) and {base.get('deconvolve', 0):.0f} MiB (deconvolve). The run took {minutes_s / 60:.0f}
+minutes.
 
-Command: `nice -n 10 python benchmarks/bench_scaleout.py --write-docs`
-(`--quick` runs tiny sizes in a few seconds each, as tests/test_bench_scaleout.py does;
-`--model widefield-2d` uses the bundled model: about 60 s per megapixel on one thread).
+Commands (the rows of all the runs, merged):
+
+{runs}
+    python benchmarks/bench_scaleout.py --docs-from {" ".join(names)} --write-docs
+
+(`--write-docs` on one run does both). The script's defaults go further (deconvolution up to 16384x16384 chunked, a 32x4096x4096
+stack: 1 GiB of uint16, about 1 GB on disk); `--model widefield-2d` restores with the
+bundled model (258 s for a 1024x1024 image in memory on this loaded machine).
 
 {table(rows)}
-The in-memory peak grows with the image (the whole image, its float32 copies and the
-output); the chunked peak stays flat: it is set by the chunk, its halo and the tile batch,
-not by the image, up to the {_shape_label(rows[-1]['shape'])} stack. The in-memory rows stop
-where the image would not fit comfortably in this machine's memory.
+In memory the peak grows with the image (the whole image, its float32 copies, the output):
+deconvolution {spread("deconvolve", "memory")}, restoration {spread("restore", "memory")}.
+Chunked, it stays flat, set by the chunk, its halo and the tile batch rather than by the
+image: deconvolution {spread("deconvolve", "chunks")}, restoration
+{spread("restore", "chunks")}, the largest input being {_shape_label(biggest["shape"])}
+({biggest["disk_in"] / 1e6:.0f} MB on disk). With workers the client keeps the imports and
+each worker holds one chunk at a time.
 
 ![peak memory and time against image size](images/scaleout-memory.png)
 """
