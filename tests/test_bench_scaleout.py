@@ -43,7 +43,8 @@ def test_vmhwm_is_the_high_water_mark():
 def test_plan_keeps_in_memory_rows_below_the_limit():
     args = argparse.Namespace(restore_sizes="256,512", deconvolve_sizes="256,1024",
                               restore_memory_max=256, deconvolve_memory_max=1024,
-                              workers_sizes="1024", workers=2, stack="4x64x64")
+                              workers_sizes="1024", workers=2, stack="4x64x64",
+                              paths="memory,chunks,workers")
     rows = BENCH["plan"](args)
     assert rows == [
         ("deconvolve", [256, 256], ["memory", "chunks"]),
@@ -52,6 +53,8 @@ def test_plan_keeps_in_memory_rows_below_the_limit():
         ("restore", [256, 256], ["memory", "chunks"]),
         ("restore", [512, 512], ["chunks"]),
     ]
+    args.paths = "chunks"
+    assert [paths for _, _, paths in BENCH["plan"](args)] == [["chunks"]] * 5
 
 
 def test_one_chunked_deconvolution_row(tmp_path):
