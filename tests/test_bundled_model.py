@@ -24,7 +24,8 @@ def test_default_model_ships_in_the_package(default_model):
     assert any(m.name == DEFAULT_MODEL and m.source == "bundled" for m in list_models())
     h = default_model.header
     assert h.name == DEFAULT_MODEL and h.architecture == "mrbcr"
-    assert h.training is not None and h.training["data"]["simulate"] == "mrbcr-widefield"
+    assert h.training is not None and h.training["data"]["simulate"] == "fluorescence-mix"
+    assert h.hparams["noise_input"] is True and default_model.network.noise_input
     assert h.license and h.provenance
 
 
@@ -48,13 +49,16 @@ def test_training_configs_of_the_default_model_validate_and_match_it(default_mod
 
     configs = Path(__file__).resolve().parents[1] / "configs"
     first = load_config(configs / "widefield-2d.yaml")
-    final = load_config(configs / "widefield-2d-finetune.yaml")
+    third = load_config(configs / "widefield-2d-finetune.yaml")
+    final = load_config(configs / "widefield-2d-nc.yaml")
     h = default_model.header
-    for cfg in (first, final):
+    for cfg in (first, third, final):
         assert cfg.name == h.name and cfg.model.arch == h.architecture
         assert cfg.model.hparams["decimation"] == h.hparams["decimation"]
         assert (cfg.tile_size, cfg.tile_overlap) == (h.tile.size, h.tile.overlap)
-    # the shipped weights come from the fine-tuning stage, started from the first stage's run
-    assert final.model.init == "runs/widefield-2d"  # where the README's first command writes
+    # the shipped weights come from the noise-conditioned stage, started from the widened
+    # third stage (its init file is written by noisemap.widen_model, see the config's comment)
+    assert third.model.init == "runs/widefield-2d"  # where the README's first command writes
+    assert final.model.init == "runs/widefield-2d-nc-init.safetensors"
     assert _config_diff(h.training, final.model_dump(mode="json")) == []
-    assert "fine-tuning runs/widefield-2d" in h.provenance
+    assert "fine-tuning runs/widefield-2d-nc-init.safetensors" in h.provenance
