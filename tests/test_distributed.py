@@ -243,3 +243,23 @@ def test_ctrl_c_through_the_launcher_stops_every_rank_with_a_checkpoint(pairs, t
     steps = [line.split(",")[0] for line in log.read_text().splitlines()[1:]]
     # the last weights validated once, on rank 0 (unless the stop came right after step 1's)
     assert steps == (["1", str(meta["step"])] if meta["step"] > 1 else ["1"])
+
+
+def test_the_ddp_wrapper_shows_the_network_attributes(monkeypatch):
+    """Tasks read ``net.decimation`` and the like: the DDP wrapper passes them through."""
+    import torch.distributed as dist
+
+    from sharpscope.training.distributed import _DDP
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        net = torch.nn.Conv2d(1, 1, 3)
+        net.decimation = "avg"
+        wrapped = _DDP(net)
+        assert wrapped.decimation == "avg" and wrapped.weight is net.weight
+        with pytest.raises(AttributeError):
+            _ = wrapped.no_such_attribute
+    finally:
+        dist.destroy_process_group()

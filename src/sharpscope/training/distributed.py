@@ -139,6 +139,8 @@ class _DDP(nn.parallel.DistributedDataParallel):
         try:
             return super().__getattr__(name)
         except AttributeError:
+            if name == "module":  # not set yet (inside DDP's own constructor)
+                raise
             return getattr(self.module, name)
 
 
