@@ -330,6 +330,10 @@ def _train(
     if config.model.init is not None and loaded is None:
         _load_initial_weights(net, config.model.init, config.model.arch, hparams, log)
     net.to(device)
+    if device.type == "cpu":
+        # NHWC activations: oneDNN's convolutions train 2x faster here (docs/benchmarks.md,
+        # "Speed"); checkpoints and model files are saved contiguous (NCHW) as before
+        net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr_at(config, 0))
     from sharpscope.runtime import native_bf16
 
