@@ -103,3 +103,10 @@ def test_cli_models(dirs, monkeypatch, capsys):
     assert len(lines) == 2
     assert lines[0].split(None, 2) == ["widefield-2d", "bundled", "bundled default"]
     assert lines[1].split(None, 2) == ["mine", "user", "my model"]
+
+
+def test_the_torch_free_header_peek_knows_every_registered_architecture():
+    from sharpscope.models.registry import ARCHITECTURES
+    from sharpscope.models.store import _KNOWN_ARCHITECTURES
+
+    assert set(ARCHITECTURES) == set(_KNOWN_ARCHITECTURES)

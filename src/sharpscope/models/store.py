@@ -136,8 +136,9 @@ def _scan(folder: Path) -> dict[str, Path]:
 
 
 # architectures whose headers list_models may take at face value without importing
-# torch (the registry); any other name goes through the full validation
-_KNOWN_ARCHITECTURES = frozenset({"mrbcr", "srbcr", "bcr", "unet", "dncnn"})
+# torch (the registry's keys: tests/test_store.py checks they agree); any other name goes
+# through the full validation
+_KNOWN_ARCHITECTURES = frozenset({"mrbcr", "srbcr", "bcr", "unet", "dncnn", "psfnet"})
 
 
 def _peek_description(path: Path) -> str | None:
