@@ -429,6 +429,33 @@ def test_reader_and_writer_keep_axes_and_pixel_size(viewer, tmp_path):
     np.testing.assert_array_equal(back.data, data)
 
 
+def test_reader_and_writer_ome_zarr_lazily_with_axes_and_pixel_size(viewer, tmp_path):
+    pytest.importorskip("zarr")
+    import dask.array as da
+
+    import sharpscope
+    from sharpscope.io import write_ome_zarr
+    from sharpscope.napari._reader import get_reader
+    from sharpscope.napari._writer import write_image_layer
+
+    data = np.random.default_rng(1).random((3, 40, 48)).astype(np.float32)
+    src = write_ome_zarr(tmp_path / "vol.ome.zarr", data, "ZYX", {"Z": 0.5, "Y": 0.1, "X": 0.1})
+    reader = get_reader(str(src))
+    assert reader is not None
+    [(arr, kwargs, kind)] = reader(str(src))
+    assert isinstance(arr, da.Array)  # lazy: a volume larger than memory opens
+    assert kind == "image" and kwargs["name"] == "vol"
+    assert kwargs["metadata"]["sharpscope"]["axes"] == "ZYX"
+    assert kwargs["scale"] == pytest.approx([0.5, 0.1, 0.1])
+    layer = viewer.add_image(arr, **kwargs)
+    out = tmp_path / "copy.ome.zarr"
+    written = write_image_layer(str(out), layer.data, layer.as_layer_data_tuple()[1])
+    back = sharpscope.read_image(written[0])
+    assert back.axes == "ZYX" and back.pixel_size["Z"] == pytest.approx(0.5)
+    np.testing.assert_array_equal(np.asarray(back.data), data)
+    assert get_reader(str(tmp_path / "missing.zarr")) is None
+
+
 def test_reader_model_file_shows_header_and_opens_restore(viewer, tmp_path, monkeypatch):
     import napari.utils.notifications as notifications
 

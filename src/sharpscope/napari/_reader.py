@@ -4,6 +4,9 @@
   kept in the layer metadata (so the widgets know a ``TYX`` stack from a ``ZYX`` one).
 * ``.npz``: the DeBCR layout (``low``, ``gt``: two layers; also ``psf`` when present, as a
   simulated dataset writes it), or a single-array npz.
+* ``.ome.zarr`` / ``.zarr`` folders (OME-NGFF 0.4/0.5; needs the ``zarr`` extra): one layer,
+  read lazily (a dask array of the full-resolution level, so a volume larger than memory
+  opens), with its axes and pixel sizes.
 * ``.safetensors``: a sharpscope model file: its header is shown and the Restore widget is
   opened with that model selected (no layer is added).
 """
@@ -32,7 +35,16 @@ def get_reader(path: str | list[str]) -> Any:
         return read_model
     if suffixes <= set(IMAGE_SUFFIXES):
         return read_images
+    if all(_is_zarr(p) for p in paths):
+        return read_images
     return None
+
+
+def _is_zarr(path: str | Path) -> bool:
+    from sharpscope.io import is_zarr_path
+
+    p = Path(path)
+    return is_zarr_path(p) and p.is_dir()
 
 
 def read_images(path: str | list[str]) -> list[tuple]:
@@ -58,6 +70,10 @@ def _npz_keys(p: Path) -> list[str]:
 def _read_one(p: Path) -> list[tuple]:
     from sharpscope.io import read_image
 
+    if _is_zarr(p):
+        img = read_image(p, lazy=True)
+        name = p.name[: -len(".ome.zarr")] if p.name.lower().endswith(".ome.zarr") else p.stem
+        return [(img.data, image_layer_kwargs(img, name), "image")]
     if p.suffix.lower() != ".npz":
         img = read_image(p)
         kwargs = image_layer_kwargs(img, p.name.split(".")[0])
