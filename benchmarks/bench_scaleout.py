@@ -388,7 +388,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             "| workers: peak (total PSS), time |\n|---|---|---|---|---|---|\n")
     lines = []
     seen: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    for r in rows:
+    order = {"deconvolve": 0, "restore": 1}
+    for r in sorted(rows, key=lambda r: (order.get(r["op"], 2), len(r["shape"]), float(np.prod(r["shape"])))):
         if r["path"] == "baseline":
             continue
         seen.setdefault((r["op"], _shape_label(r["shape"])), {})[r["path"]] = r
