@@ -45,7 +45,7 @@ def test_speed_quick_json(capsys):
 def test_speed_markdown_into_a_doc(tmp_path, capsys):
     doc = tmp_path / "b.md"
     doc.write_text("# Benchmarks\n\n## Other\n\nkept\n")
-    assert main(["benchmark", "speed", "--quick", "--threads", "1", "-q", "--write-docs", str(doc)]) == 0
+    assert main(["benchmark", "speed", "--quick", "--threads", "1", "-q", "-o", str(doc)]) == 0
     out = capsys.readouterr().out
     text = doc.read_text()
     assert "## Other\n\nkept" in text and "## Speed (`sharpscope benchmark speed`)" in text
@@ -55,7 +55,7 @@ def test_speed_markdown_into_a_doc(tmp_path, capsys):
 def test_quality_quick_table_and_figure(tmp_path, capsys):
     doc, fig = tmp_path / "b.md", tmp_path / "img" / "grid.png"
     argv = ["benchmark", "quality", "--quick", "--threads", "1", "-q"]
-    argv += ["--write-docs", str(doc), "--figure", str(fig), "--json"]
+    argv += ["-o", str(doc), "--figure", str(fig), "--json"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert len(result["sets"]) == 2

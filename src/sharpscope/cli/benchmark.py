@@ -8,7 +8,15 @@ import os
 import shlex
 import sys
 
-from sharpscope.cli._args import add_json, add_quiet, add_threads, note, number, setup_compute
+from sharpscope.cli._args import (
+    add_json,
+    add_output,
+    add_quiet,
+    add_threads,
+    note,
+    number,
+    setup_compute,
+)
 
 SPEED_SECTION = "## Speed (`sharpscope benchmark speed`)"
 QUALITY_SECTION = (
@@ -30,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "held-out simulated set and the out-of-distribution set."
         ),
     )
+    add_quiet(p)
+    add_output(p, help=_OUTPUT_HELP, required=False, metavar="MD")
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
 
@@ -37,12 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--model", default=None, metavar="NAME|PATH", help="model (default: bundled)")
     s.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs (seconds)")
     s.add_argument("--repeats", type=int, default=None, metavar="N", help="timed repeats (median)")
-    s.add_argument(
-        "--write-docs", default=None, metavar="MD", help="replace the section in this file"
-    )
+    _shared(s)
     add_json(s)
     add_threads(s)
-    add_quiet(s)
     s.set_defaults(func=_speed)
 
     q = sub.add_parser("quality", help="the m-rBCR paper's Table 1 on this project's test sets")
@@ -71,13 +78,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--figure", default=None, metavar="PNG", help="write a grid of example restorations"
     )
-    q.add_argument(
-        "--write-docs", default=None, metavar="MD", help="replace the section in this file"
-    )
+    _shared(q)
     add_json(q)
     add_threads(q)
-    add_quiet(q)
     q.set_defaults(func=_quality)
+
+
+_OUTPUT_HELP = "Markdown file whose section of this benchmark is replaced (e.g. docs/benchmarks.md)"
+
+
+def _shared(p: argparse.ArgumentParser) -> None:
+    """``-o`` and ``-q`` after the action too (SUPPRESS: they do not reset the parent's)."""
+    p.add_argument(
+        "-o",
+        "--output",
+        "--out",
+        dest="output",
+        default=argparse.SUPPRESS,
+        metavar="MD",
+        help=_OUTPUT_HELP,
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print only results, warnings and errors",
+    )
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -92,8 +119,8 @@ def _speed(args: argparse.Namespace) -> int:
         args.model, quick=args.quick, repeats=args.repeats, log=lambda s: note(args, s)
     )
     text = format_speed(result, command=_command(args))
-    if args.write_docs:
-        replace_section(args.write_docs, SPEED_SECTION, SPEED_SECTION + "\n\n" + text)
+    if args.output:
+        replace_section(args.output, SPEED_SECTION, SPEED_SECTION + "\n\n" + text)
     print(json.dumps(result, indent=2) if args.json else text, end="" if not args.json else "\n")
     return 0
 
@@ -113,12 +140,12 @@ def _quality(args: argparse.Namespace) -> int:
         log=lambda s: note(args, s),
     )
     link = args.figure
-    if args.figure and args.write_docs:  # the image as the Markdown file links it
+    if args.figure and args.output:  # the image as the Markdown file links it
         link = os.path.relpath(
-            os.path.abspath(args.figure), os.path.dirname(os.path.abspath(args.write_docs))
+            os.path.abspath(args.figure), os.path.dirname(os.path.abspath(args.output))
         )
     text = format_quality(result, command=_command(args), figure=link)
-    if args.write_docs:
-        replace_section(args.write_docs, QUALITY_SECTION, QUALITY_SECTION + "\n\n" + text)
+    if args.output:
+        replace_section(args.output, QUALITY_SECTION, QUALITY_SECTION + "\n\n" + text)
     print(json.dumps(result, indent=2) if args.json else text, end="" if not args.json else "\n")
     return 0
