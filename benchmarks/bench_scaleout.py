@@ -231,7 +231,7 @@ def _command(a: dict[str, Any]) -> str:
     keys = ("deconvolve_sizes", "deconvolve_memory_max", "restore_sizes", "restore_memory_max",
             "workers_sizes", "workers", "chunks", "iterations", "model", "stack", "paths")
     return "nice -n 10 python benchmarks/bench_scaleout.py " + " ".join(
-        f"--{k.replace('_', '-')} {a.get(k) or chr(39) * 2}" for k in keys if k in a
+        f"--{k.replace('_', '-')} {chr(39) * 2 if a[k] in (None, '') else a[k]}" for k in keys if k in a
     )
 
 
@@ -492,9 +492,12 @@ Commands (the rows of all the runs, merged):
 {runs}
     python benchmarks/bench_scaleout.py --docs-from {" ".join(names)} --write-docs
 
-(`--write-docs` on one run does both). The script's defaults go further (deconvolution up to 16384x16384 chunked, a 32x4096x4096
-stack: 1 GiB of uint16, about 1 GB on disk); `--model widefield-2d` restores with the
-bundled model (258 s for a 1024x1024 image in memory on this loaded machine).
+(`--write-docs` on one run does both). The defaults,
+`nice -n 10 python benchmarks/bench_scaleout.py --write-docs`, run these rows in one go (the 2-D
+sizes of deconvolution up to 16384x16384, in memory up to 8192x8192, and the 32x4096x4096 stack:
+1 GiB of uint16); the runs were split here only to fit the session's time on a CPU shared with
+four other jobs. `--model widefield-2d` restores with the bundled model instead (258 s for one
+1024x1024 image in memory on this loaded machine, so keep its sizes small).
 
 {table(rows)}
 In memory the peak grows with the image (the whole image, its float32 copies, the output):
