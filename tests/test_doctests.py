@@ -44,6 +44,15 @@ MODULES = (
     "sharpscope.training.psfid",
     "sharpscope.training.tasks",
     "sharpscope.models.psfnet",
+    "sharpscope.blind",
+    "sharpscope.blind.classical",
+    "sharpscope.blind.deconvolve",
+    "sharpscope.blind.field",
+    "sharpscope.blind.measures",
+    "sharpscope.blind.plot",
+    "sharpscope.models.noisemap",
+    "sharpscope.training.distributed",
+    "sharpscope.parallel",
 )
 
 
