@@ -46,13 +46,22 @@ class WatchedNetwork(torch.nn.Module):
         super().__init__()
         self.inner = network
         self.size_multiple = getattr(network, "size_multiple", 1)
+        # a noise-conditioned network gets the whole image's noise level, as from the CLI
+        self.noise_input = bool(getattr(network, "noise_input", False))
         self.job, self.total, self.done = job, total, 0
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+    def __deepcopy__(self, memo: dict) -> WatchedNetwork:
+        # the job (a thread event, the viewer's progress) is shared, never copied
+        import copy
+
+        return WatchedNetwork(copy.deepcopy(self.inner, memo), self.job, self.total)
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor]:
         outs = []
         for i in range(x.shape[0]):
             self.job.check()
-            outs.append(self.inner(x[i : i + 1])[0])
+            args = (x[i : i + 1],) if noise is None else (x[i : i + 1], noise)
+            outs.append(self.inner(*args)[0])
             self.done += 1
             self.job.report(self.done, self.total, f"tile {self.done}/{self.total}")
         return (torch.cat(outs),)
@@ -214,6 +223,8 @@ class RestoreWidget(c.SharpscopeWidget):
                 if message is not None:
                     job.warn(message)
                 extra["warn_range"] = False
+            if "backend" in inspect.signature(Model.predict).parameters:
+                extra["backend"] = "plain"  # a compiled graph would skip the per-tile reports
             watched = Model(model.header, WatchedNetwork(model.network, job, total), model.path)
             return watched.predict(
                 data, axes=axes, tile=tile, overlap=overlap, batch_size=batch, device=device, tta=tta,
