@@ -205,7 +205,9 @@ def test_an_image_smaller_than_the_tile_is_not_padded_to_it(tiny_model):
         tiny_model.predict(RNG.random((300, 517)).astype(np.float32), tile=1024, device="cpu", warn_range=False)
     finally:
         handle.remove()
-    assert seen == [(1, 1, 300, 520)]  # one pass, padded to the size multiple only
+    # padded to the size multiple only; one tile (the fast path's first call is also checked
+    # against the plain float32 network, so the same tile may run twice)
+    assert set(seen) == {(1, 1, 300, 520)} and 1 <= len(seen) <= 2
 
 
 def test_threads_never_exceed_the_cores(tiny_model_path, tmp_path, capsys):
