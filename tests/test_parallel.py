@@ -119,6 +119,13 @@ def test_chunked_richardson_lucy_equals_deconvolve(iterations):
         assert f"{min(info.iterations)}-{max(info.iterations)} iterations" in how
 
 
+def test_chunked_rl_accel_is_refused():
+    # its extrapolation step is global per plane: chunks would silently differ by percents
+    img, psf = _blurred((1, 40, 40))
+    with pytest.raises(ConfigError, match="rl-accel cannot run chunk by chunk"):
+        deconvolve_array(img, psf, "rl-accel", 10, axes="ZYX", chunks=16)
+
+
 def test_chunked_wiener_needs_a_balance():
     img, psf = _blurred((1, 40, 40))
     with pytest.raises(ConfigError, match="explicit balance"):

@@ -938,10 +938,8 @@ def deconvolve_array(
         result is within 1e-4 of the in-memory one's range
         (tests/test_parallel.py; 1e-5 to 4e-5 measured with 10-30
         iterations), ``'rl-tv'`` within about 2e-4 (its TV smoothing is
-        relative to each chunk's maximum); ``'rl-accel'`` differs by up to a
-        few percent of the range, because its extrapolation step is computed
-        per chunk instead of per plane (and amplifies rounding: 4e-4 even
-        for a single chunk).
+        relative to each chunk's maximum); ``'rl-accel'`` is refused: its extrapolation step is
+        computed over the whole plane, so chunks cannot reproduce it.
     compute : callable, optional
         Runs the automatic choices (see :class:`Runner`).
 
@@ -977,6 +975,11 @@ def deconvolve_array(
     if any(k > n for k, n in zip(h.shape, spatial, strict=True)):
         raise InputError(f"PSF {h.shape} is larger than the image {tuple(spatial)}")
     how = []
+    if method == "rl-accel":
+        raise ConfigError(
+            "rl-accel cannot run chunk by chunk (its extrapolation step is computed over the "
+            "whole plane); use --method rl or rl-tv, or run in memory"
+        )
     if method == "wiener" and balance is None and nd == 2:
         raise ConfigError(
             "chunked wiener needs an explicit balance (its automatic filter uses the "
