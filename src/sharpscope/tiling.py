@@ -214,6 +214,14 @@ def tile_grid(
     return layout_axis(ph, th, oh, multiple), layout_axis(pw, tw, ow, multiple)
 
 
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def predict_tiled(
     fn: Callable[[torch.Tensor], torch.Tensor],
     image: np.ndarray,
@@ -299,11 +307,15 @@ def predict_tiled(
                 for ix, wx in enumerate(ax.windows):
                     yield k, iy, ix, np.outer(wy, wx).astype(np.float32)
 
-    from tqdm.auto import tqdm
 
     total = n * len(ay.starts) * len(ax.starts)
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    bar = tqdm(total=total, disable=not progress, file=sys.stderr, desc=desc, unit="tile")
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, file=sys.stderr, desc=desc, unit="tile")
+    else:  # no tqdm at all: in a notebook without ipywidgets even a disabled bar warns
+        bar = _NoBar()
     try:
         batch: list[tuple[int, int, int, np.ndarray]] = []
         for job in jobs():
