@@ -381,17 +381,28 @@ def launch(nproc: int, args: Sequence[str], env: Mapping[str, str] | None = None
     environ = dict(os.environ if env is None else env)
     environ.setdefault("OMP_NUM_THREADS", "1")
     environ["SHARPSCOPE_LAUNCHED"] = "1"
-    proc = subprocess.Popen(cmd, env=environ, start_new_session=True)
-    interrupted = False
-    while True:
-        try:
-            rc = proc.wait()
-            break
-        except KeyboardInterrupt:
-            interrupted = True
-            workers = _children(proc.pid)
-            for pid in workers or [proc.pid]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGINT)
-            time.sleep(0.1)
+    # a SIGINT is a stop request even where this process inherited it ignored (a background
+    # job of a non-interactive shell starts so): the training processes install their own
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(cmd, env=environ, start_new_session=True)
+        interrupted = False
+        while True:
+            try:
+                rc = proc.wait()
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+                workers = _children(proc.pid)
+                for pid in workers or [proc.pid]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGINT)
+                time.sleep(0.1)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return 130 if interrupted else rc
