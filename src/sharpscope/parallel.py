@@ -815,9 +815,7 @@ def restore_array(
             lo, hi = scales[i]
             if conditioned:
                 noises[i] = tuple(float(v) for v in image_noise_params(normalize(crop, lo, hi)))
-            ch, cw = crop.shape
-            y0, x0 = max(0, (ch - RANGE_CROP) // 2), max(0, (cw - RANGE_CROP) // 2)
-            checks.append((crop[y0 : y0 + RANGE_CROP, x0 : x0 + RANGE_CROP], lo, hi))
+            checks.append((crop[crop_slices(*crop.shape, RANGE_CROP)], lo, hi))
         message = model.range_message(checks) if warn_range else None
         if message is not None:
             import warnings

@@ -272,6 +272,8 @@ class Model:
         >>> model.check_range(image)  # doctest: +SKIP
         "input looks outside the model's training range: estimated 3 photons per unit ..."
         """
+        from sharpscope.models.noisemap import crop_slices
+
         valid = _field(self.header, "valid_range")
         if _field(valid, "cutoff") is None and _field(valid, "photons") is None:
             return None
@@ -284,9 +286,7 @@ class Model:
         crops = []
         for chan in _channel_planes(arr, axes):
             plane = chan[len(chan) // 2]
-            h, w = plane.shape
-            y0, x0 = max(0, (h - RANGE_CROP) // 2), max(0, (w - RANGE_CROP) // 2)
-            crops.append((plane[y0 : y0 + RANGE_CROP, x0 : x0 + RANGE_CROP], *_scale(chan, pmin, pmax)))
+            crops.append((plane[crop_slices(*plane.shape, RANGE_CROP)], *_scale(chan, pmin, pmax)))
         return self.range_message(crops)
 
     def range_message(self, crops: Sequence[tuple[np.ndarray, float, float]]) -> str | None:
