@@ -24,6 +24,8 @@ from sharpscope.simulate import simulate_dataset
 
 HELDOUT_SEED = 31_415_926  # never used for training (training seeds are < 1_000_000)
 TTA_ROW = "sharpscope with `--tta` (mean over 8 rotations/mirrors)"
+BLIND_ROW = "sharpscope, optics not given"
+MODEL_ROW = "sharpscope, told the optics (fc, modality)"
 SECTION = "## Default model quality (held-out simulated set)"
 
 
@@ -53,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         if float(np.ptp(data["gt"][i])) <= 0:  # e.g. an empty sparse field: PSNR is undefined
             skipped += 1
             continue
+        p = data["params"][i]
+        optics = {"fc": p["fc"], "modality": p.get("modality")} if model.uses_optics else None
         scores = compare_methods(
-            data["low"][i], data["gt"][i], data["psfs"][i], model, keep_all=True, tta=not args.no_tta
+            data["low"][i], data["gt"][i], data["psfs"][i], model, keep_all=True,
+            tta=not args.no_tta, optics=optics, blind=model.uses_optics,
         )
         for name, s in scores.items():
             rows.setdefault(name, []).append((s.psnr, s.ssim))
@@ -84,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         "input": rows["input"],
         f"richardson-lucy, {best_n} iterations (best single count)": per_count[best_n],
         "richardson-lucy, best count per image (oracle)": rows["richardson-lucy"],
-        "sharpscope": rows["sharpscope"],
+        MODEL_ROW if model.uses_optics else "sharpscope": rows["sharpscope"],
         **({TTA_ROW: rows["sharpscope tta"]} if "sharpscope tta" in rows else {}),
+        **({BLIND_ROW: rows["sharpscope blind"]} if "sharpscope blind" in rows else {}),
     }
     base = np.array([p for p, _ in rows["input"]])
     for name, vals in rows.items():
@@ -98,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     single = np.array([v[0] for v in per_count[best_n]])
     oracle = np.array([v[0] for v in rows["richardson-lucy, best count per image (oracle)"]])
     lines.append("")
-    for label, key in (("Model", "sharpscope"), ("Model with `--tta`", TTA_ROW)):
+    model_key = MODEL_ROW if model.uses_optics else "sharpscope"
+    named = (("Model", model_key), ("Model with `--tta`", TTA_ROW), ("Model without the optics", BLIND_ROW))
+    for label, key in named:
         if key in rows:
             net = np.array([v[0] for v in rows[key]])
             lines.append(

@@ -590,7 +590,10 @@ def restore_files(
     **kw
         Passed to :meth:`~sharpscope.restore.Model.predict` (``tile``, ``overlap``,
         ``batch_size``, ``device``, ``progress``, ``dtype``, ``tta``,
-        ``warn_range``).  With ``warn_range`` (default True) and a model
+        ``warn_range``, ``fc``, ``modality``); or the optics as ``na`` and
+        ``wavelength`` (nm) with ``pixel_size`` (um, default: each file's own),
+        from which each file's ``fc`` is computed
+        (:func:`sharpscope.blind.resolve_fc`).  With ``warn_range`` (default True) and a model
         that records its valid range, each input outside it gets one
         :class:`~sharpscope.errors.RangeWarning` naming the file.
 
@@ -633,7 +636,25 @@ def restore_files(
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     desc = kw.pop("desc", None)
     warn_range = kw.pop("warn_range", True)
+    optics = {k: kw.pop(k, None) for k in ("na", "wavelength", "pixel_size")}
+    user_fc = kw.get("fc")
+    if any(v is not None for v in optics.values()):
+        if user_fc is not None:
+            raise ConfigError("give either fc or the optics (NA, wavelength, pixel size), not both")
+        if optics["na"] is None or optics["wavelength"] is None:
+            raise ConfigError("the optics need the NA and the wavelength (and the pixel size unless the files record it)")
     loaded: list[Model] = [model] if isinstance(model, Model) else []
+
+    def file_fc(src: Path, file_pixel_size: Any) -> None:
+        """``kw['fc']`` of this file from the optics (the file's pixel size by default)."""
+        if optics["na"] is None:
+            return
+        from sharpscope.blind import resolve_fc
+
+        px = file_pixel_size() if optics["pixel_size"] is None else None
+        if optics["pixel_size"] is None and px is None:
+            raise InputError(f"{src}: the image records no pixel size; give the pixel size (um) with the NA")
+        kw["fc"] = resolve_fc(user_fc, file_pixel_size=px, **optics)
 
     def check(dests: Sequence[Path]) -> None:
         if dtype == "float32":
@@ -649,11 +670,13 @@ def restore_files(
     def work(src: Path, dst: Path) -> Path:
         net = loaded[0]
         if parallel.use_chunks(src, dst, axes, chunks, workers, cluster):
+            file_fc(src, lambda: read_image(src, axes=axes, lazy=True).pixel_size.get("X"))
             return parallel.restore_dask(
                 net, src, dst, axes=axes, chunks=chunks, workers=workers, cluster=cluster,
                 desc=desc, warn_range=warn_range, **kw,
             )
         img = read_image(src, axes=axes)
+        file_fc(src, lambda: img.pixel_size.get("X"))
         message = net.check_range(img.data, img.axes) if warn_range else None
         if message is not None:
             warnings.warn(f"{src}: {message}", RangeWarning, stacklevel=4)

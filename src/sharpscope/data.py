@@ -636,12 +636,22 @@ class SimulatedPatches(Dataset):
         0 for training, 1 for validation: distinct, independent streams.
     augment : Augment, optional
         Extra augmentation on top of the simulator's own randomness.
+    optics_dropout : float
+        Share of samples whose ``optics`` vector says "unknown" (zeros), drawn per
+        sample from a stream of its own, so that an optics-conditioned network also
+        learns to restore without being told the optics.
+
+    Notes
+    -----
+    A sample is ``{"low", "gt", "optics"}``: ``optics`` is
+    :func:`sharpscope.models.mrbcr.optics_vector` of the drawn optics (the cut-off
+    fc and the modality; "unknown" for presets that record no fc).
 
     Examples
     --------
     >>> ds = SimulatedPatches("mrbcr-widefield", 32, seed=0)
-    >>> ds[0]["low"].shape
-    torch.Size([1, 32, 32])
+    >>> ds[0]["low"].shape, ds[0]["optics"].shape
+    (torch.Size([1, 32, 32]), torch.Size([3]))
     """
 
     def __init__(
@@ -651,9 +661,13 @@ class SimulatedPatches(Dataset):
         seed: int = 0,
         stream: int = 0,
         augment: Augment | None = None,
+        optics_dropout: float = 0.0,
     ):
         from sharpscope import simulate
 
+        if not 0.0 <= float(optics_dropout) <= 1.0:
+            raise ConfigError(f"optics_dropout must be in [0, 1], got {optics_dropout}")
+        self.optics_dropout = float(optics_dropout)
         if preset not in simulate.PRESETS:
             raise ConfigError(
                 f"unknown simulation preset {preset!r} (known: {', '.join(sorted(simulate.PRESETS))})"
@@ -676,7 +690,21 @@ class SimulatedPatches(Dataset):
         if self.augment is not None:
             lo, g = self.augment(low.numpy(), gt.numpy(), _rng(self.seed, 2 + self.stream, int(index)))
             low, gt = torch.from_numpy(lo), torch.from_numpy(g)
-        return {"low": low.contiguous()[None], "gt": gt.contiguous()[None]}
+        return {
+            "low": low.contiguous()[None],
+            "gt": gt.contiguous()[None],
+            "optics": self._optics(sample["params"], int(index)),
+        }
+
+    def _optics(self, params: dict, index: int) -> torch.Tensor:
+        from sharpscope.models.mrbcr import optics_vector
+
+        fc = params.get("fc")
+        if fc is None or not 0.0 < float(fc) <= 1.0:
+            return optics_vector()
+        if self.optics_dropout > 0 and _rng(self.seed, 9 + self.stream, index).random() < self.optics_dropout:
+            return optics_vector()
+        return optics_vector(float(fc), params.get("modality"))
 
 
 def stack_samples(dataset: Dataset, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,6 +37,8 @@ def compare_methods(
     rl_iterations: tuple[int, ...] = RL_ITERATIONS,
     keep_all: bool = False,
     tta: bool = False,
+    optics: dict | None = None,
+    blind: bool = False,
 ) -> dict[str, Scored]:
     """Score the degraded input, Richardson-Lucy and the network against ``gt``.
 
@@ -55,6 +57,10 @@ def compare_methods(
         Also return every iteration count's result, as ``"richardson-lucy N"``.
     tta : bool
         Also score the network with test-time augmentation, as ``"sharpscope tta"``.
+    optics : dict, optional
+        ``fc`` and ``modality`` told to the network (:meth:`~sharpscope.restore.Model.predict`).
+    blind : bool
+        Also score the network without the optics, as ``"sharpscope blind"``.
 
     Returns
     -------
@@ -79,9 +85,12 @@ def compare_methods(
     if keep_all:
         out.update({f"richardson-lucy {n}": s for n, s in runs.items()})
     if model is not None:
-        out["sharpscope"] = score(model.predict(low, axes="YX"))
+        kw = optics or {}
+        out["sharpscope"] = score(model.predict(low, axes="YX", **kw))
         if tta:
-            out["sharpscope tta"] = score(model.predict(low, axes="YX", tta=True))
+            out["sharpscope tta"] = score(model.predict(low, axes="YX", tta=True, **kw))
+        if blind:
+            out["sharpscope blind"] = score(model.predict(low, axes="YX"))
     return out
 
 

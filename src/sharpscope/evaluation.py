@@ -747,6 +747,7 @@ def score_methods(
     cutoff: float | None = None,
     input_range: float = 1.0,
     methods: Sequence[str] = ("input", "rl", "rl-tv", "gaussian", "tv", "model"),
+    optics: dict[str, Any] | None = None,
 ) -> dict[str, EvalScore]:
     """Score the input, the four oracles and the network against ``gt``.
 
@@ -766,6 +767,9 @@ def score_methods(
         input normalised by its 1st and 99.8th percentiles).
     methods : sequence of str
         Subset of ``'input'``, ``'rl'``, ``'rl-tv'``, ``'gaussian'``, ``'tv'``, ``'model'``.
+    optics : dict, optional
+        ``fc`` and ``modality`` for the network (:meth:`~sharpscope.restore.Model.predict`);
+        None: the network is not told the optics.
 
     Returns
     -------
@@ -797,7 +801,7 @@ def score_methods(
         elif m == "tv":
             out[m] = tv_oracle(low, gt, **kw)
         elif model is not None:
-            out[m] = _scorer(gt, cutoff, input_range)(model.predict(low, axes="YX"))
+            out[m] = _scorer(gt, cutoff, input_range)(model.predict(low, axes="YX", **(optics or {})))
     return out
 
 

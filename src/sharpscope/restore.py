@@ -193,6 +193,18 @@ class Model:
         return f"Model(name={name!r}, architecture={arch!r})"
 
     @property
+    def uses_optics(self) -> bool:
+        """Whether the network takes the optics (cut-off fc, modality) as an input."""
+        return bool(getattr(self.network, "optics_input", False))
+
+    def optics(self, fc: float | None, modality: str | None = None) -> torch.Tensor | None:
+        """The optics condition of this model for ``fc`` / ``modality`` (None: not used).
+
+        A model that does not take the optics ignores them with one ``UserWarning``.
+        """
+        return optics_condition(self.network, fc, modality)
+
+    @property
     def name(self) -> str:
         """The model's name (header ``name``)."""
         return str(_field(self.header, "name", ""))
@@ -460,6 +472,8 @@ class Model:
         tta: bool = False,
         warn_range: bool = True,
         precision: str = "float32",
+        fc: float | None = None,
+        modality: str | None = None,
     ) -> np.ndarray:
         """Restore a whole image.
 
@@ -502,6 +516,15 @@ class Model:
             checked to stay within 1e-4 of the plain network's output range;
             bfloat16 (CPUs with native support, or CUDA) and float16 (CUDA) are
             faster but less exact.
+        fc : float, optional
+            The optics' cut-off ``NA * pixel / emission wavelength`` in cycles per
+            pixel (0.25 = Nyquist sampling; :func:`sharpscope.blind.resolve_fc`
+            computes it from NA, wavelength and pixel size).  An optics-conditioned
+            model (:attr:`uses_optics`, like the bundled ``widefield-2d``) then
+            knows how much blur to undo; without it the model judges the blur
+            from the image.  Other models ignore it (one ``UserWarning``).
+        modality : {'widefield', 'confocal'}, optional
+            The microscope type, with ``fc`` (default widefield).
 
         Returns
         -------
@@ -560,6 +583,7 @@ class Model:
 
         pmin, pmax = self.percentiles
         net = self.network.to(dev)
+        optics = self.optics(fc, modality)
         batch_size = self._memory_batch(batch_size, tile, (h, w), dev)
 
         out = np.empty(planes.shape, dtype=np.float32)
@@ -567,7 +591,7 @@ class Model:
             chan = planes[c]
             lo, hi = _scale(chan, pmin, pmax)
             normed = normalize(chan, lo, hi)
-            fn = network_function(net, normed[len(normed) // 2], tta, precision=precision)
+            fn = network_function(net, normed[len(normed) // 2], tta, precision=precision, optics=optics)
             label = desc if n_chan == 1 else f"{desc or 'channel'} {c}"
             restored = predict_tiled(
                 fn,
@@ -601,6 +625,7 @@ def network_function(
     noise: Sequence[float] | torch.Tensor | None = None,
     precision: str = "float32",
     fast: bool = True,
+    optics: torch.Tensor | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The tile function of a whole image: full-resolution output, optional 8-fold TTA.
 
@@ -608,6 +633,8 @@ def network_function(
     once on ``plane`` (the image's normalised reference plane,
     :func:`sharpscope.models.noisemap.image_noise_params`), or ``noise`` when given,
     with every tile, so that all tiles of an image are restored with the same strength.
+    ``optics`` (:func:`optics_condition`) is appended to it for an optics-conditioned
+    network.
     The network runs through its cached :func:`sharpscope.accel.predictor` on the
     device of its parameters (``fast=False``: the plain module).
 
@@ -624,6 +651,10 @@ def network_function(
         from sharpscope.models.noisemap import image_noise_params
 
         noise = image_noise_params(plane)
+    if optics is not None:
+        if noise is None:
+            raise ConfigError("the optics condition needs the noise level or the plane to measure it on")
+        noise = torch.cat([noise.reshape(-1)[:2], torch.as_tensor(optics, dtype=torch.float32).reshape(-1)])
 
     if fast:
         from sharpscope.accel import predictor
@@ -642,6 +673,41 @@ def network_function(
         return call(x) if not tta else _dihedral_mean(call, x)
 
     return fn
+
+
+def optics_condition(
+    net: nn.Module, fc: float | None, modality: str | None = None
+) -> torch.Tensor | None:
+    """The optics vector an optics-conditioned network takes, or None.
+
+    None when ``fc`` is None (unknown optics: the network judges the blur from the
+    image) or the network takes no optics (then a given ``fc`` is ignored with one
+    ``UserWarning``).
+
+    Examples
+    --------
+    >>> from sharpscope.models.mrbcr import MRBCR
+    >>> optics_condition(MRBCR(noise_input=True, optics_input=True), 0.2)
+    tensor([1.0000, 0.8000, 0.0000])
+    """
+    if fc is None:
+        if modality is not None and modality not in ("widefield", "confocal"):
+            raise ConfigError(f"modality must be 'widefield' or 'confocal', got {modality!r}")
+        return None
+    from sharpscope.models.mrbcr import optics_vector
+
+    try:
+        vec = optics_vector(float(fc), modality)
+    except (TypeError, ValueError):
+        raise ConfigError(f"fc must be a number, got {fc!r}") from None
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
+    if not getattr(net, "optics_input", False):
+        warnings.warn(
+            "this model does not take the optics; fc/modality are ignored", UserWarning, stacklevel=3
+        )
+        return None
+    return vec
 
 
 def _num(v: float) -> str:

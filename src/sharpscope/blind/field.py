@@ -213,8 +213,12 @@ def resolve_fc(
     na: float | None = None,
     wavelength: float | None = None,
     pixel_size: float | None = None,
+    file_pixel_size: float | None = None,
 ) -> float | None:
     """The cut-off from ``fc`` or from the optics (NA, wavelength in nm, pixel in um).
+
+    ``file_pixel_size`` (the image file's own X pixel size, um) stands in for a
+    missing ``pixel_size`` when NA and wavelength are given.
 
     Raises
     ------
@@ -228,6 +232,8 @@ def resolve_fc(
     >>> resolve_fc() is None
     True
     """
+    if pixel_size is None and na is not None and wavelength is not None:
+        pixel_size = file_pixel_size
     optics = {"NA": na, "wavelength": wavelength, "pixel size": pixel_size}
     given = [k for k, v in optics.items() if v is not None]
     if fc is not None and given:

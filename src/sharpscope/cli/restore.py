@@ -16,6 +16,7 @@ from sharpscope.cli._args import (
     add_threads,
     integer,
     note,
+    number,
     setup_compute,
     show_progress,
 )
@@ -52,6 +53,45 @@ def add_chunking(p: argparse.ArgumentParser) -> None:
         "--cluster", default=None, metavar="ADDRESS",
         help="run on the dask scheduler at ADDRESS (e.g. tcp://host:8786)",
     )
+
+
+def add_restore_optics(p: argparse.ArgumentParser) -> None:
+    """``--fc`` or ``--na --wavelength [--pixel-size]``, and ``--modality``."""
+    g = p.add_argument_group(
+        "optics (optional; the bundled model restores better when it knows them, and judges "
+        "the blur from the image without them)"
+    )
+    g.add_argument(
+        "--fc", type=number(positive=True), metavar="FC",
+        help="cut-off frequency NA * pixel / emission wavelength in cycles/pixel (0.25 = Nyquist)",
+    )
+    g.add_argument("--na", type=number(positive=True), metavar="NA", help="numerical aperture")
+    g.add_argument(
+        "--wavelength", type=number(positive=True), metavar="NM", help="emission wavelength in nm"
+    )
+    g.add_argument(
+        "--pixel-size", type=number(positive=True), metavar="UM",
+        help="pixel size in the sample plane, um (default with --na: each file's own)",
+    )
+    g.add_argument(
+        "--modality", choices=("widefield", "confocal"), default=None,
+        help="microscope type, with the optics (default widefield)",
+    )
+
+
+def check_restore_optics(args: argparse.Namespace) -> None:
+    """Refuse inconsistent optics flags with one line, before any file is read."""
+    from sharpscope.errors import ConfigError
+
+    optics = [n for n in ("na", "wavelength", "pixel_size") if getattr(args, n) is not None]
+    if args.fc is not None and optics:
+        raise ConfigError("give either --fc or the optics (--na, --wavelength, --pixel-size), not both")
+    if optics and not {"na", "wavelength"} <= set(optics):
+        raise ConfigError("the optics need --na and --wavelength (and --pixel-size unless the file records it)")
+    if args.fc is not None and not args.fc <= 0.5:
+        raise ConfigError(f"--fc must be at most 0.5 cycles/pixel, got {args.fc:g}")
+    if args.modality is not None and args.fc is None and not optics:
+        raise ConfigError("--modality goes with the optics (--fc, or --na and --wavelength)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -117,6 +157,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "was trained for (a one-line warning otherwise)"
         ),
     )
+    add_restore_optics(p)
     add_batch(p, "_restored")
     add_chunking(p)
     add_progress(p, default=True)
@@ -162,11 +203,13 @@ def run(args: argparse.Namespace) -> int:
     from sharpscope.batch import restore_files
     from sharpscope.errors import RangeWarning
 
+    check_restore_optics(args)
     setup_compute(args)
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         """Range warnings as one ``sharpscope: warning:`` line; others as usual."""
-        if issubclass(category, RangeWarning):
+        ours = issubclass(category, UserWarning) and "sharpscope" in str(filename)
+        if issubclass(category, RangeWarning) or ours:
             print(f"sharpscope: warning: {message}", file=sys.stderr, flush=True)
         else:
             default_show(message, category, filename, lineno, file, line)
@@ -185,6 +228,11 @@ def run(args: argparse.Namespace) -> int:
             tta=args.tta,
             progress=show_progress(args),
             warn_range=not args.no_range_check,
+            fc=args.fc,
+            modality=args.modality,
+            na=args.na,
+            wavelength=args.wavelength,
+            pixel_size=args.pixel_size,
             suffix=args.suffix,
             overwrite=args.overwrite,
             skip_existing=args.skip_existing,

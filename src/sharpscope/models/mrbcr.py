@@ -37,7 +37,36 @@ from torch import nn
 
 from sharpscope.errors import ConfigError, InputError
 
-__all__ = ["MRBCR", "SRBCR", "SameConv2d", "decimate", "resize_bilinear"]
+__all__ = ["MRBCR", "OPTICS_WIDTH", "SRBCR", "FiLM", "SameConv2d", "decimate", "optics_vector", "resize_bilinear"]
+
+# width of the optics part of an optics-conditioned network's condition vector
+OPTICS_WIDTH = 3
+# the cut-off frequency enters the network as fc / FC_SCALE (Nyquist sampling = 1)
+FC_SCALE = 0.25
+
+
+def optics_vector(fc: float | None = None, modality: str | None = None) -> torch.Tensor:
+    """The optics part of an optics-conditioned m-rBCR's condition: ``(known, fc/0.25, confocal)``.
+
+    ``fc`` is the coherent cut-off ``NA * pixel / wavelength_em`` in cycles per pixel
+    (0.25 = Nyquist sampling of the widefield OTF).  Unknown optics (``fc=None``) give
+    zeros: the network then judges the blur from the image alone.
+
+    Examples
+    --------
+    >>> optics_vector(0.2, "confocal")
+    tensor([1.0000, 0.8000, 1.0000])
+    >>> optics_vector()
+    tensor([0., 0., 0.])
+    """
+    if fc is None:
+        return torch.zeros(OPTICS_WIDTH)
+    fc = float(fc)
+    if not 0.0 < fc <= 1.0:
+        raise InputError(f"the cut-off fc must be in (0, 1] cycles/pixel, got {fc}")
+    if modality not in (None, "widefield", "confocal"):
+        raise InputError(f"modality must be 'widefield' or 'confocal', got {modality!r}")
+    return torch.tensor([1.0, fc / FC_SCALE, 1.0 if modality == "confocal" else 0.0])
 
 Decimation = Literal["stride", "avgpool"]
 
@@ -165,6 +194,25 @@ class ResidualDenseBlock(nn.Module):
         return torch.cat([self.local(h), x], dim=1)
 
 
+class FiLM(nn.Module):
+    """Feature-wise affine modulation ``x * (1 + gamma(c)) + beta(c)`` from a condition vector.
+
+    ``gamma, beta = Linear(ReLU(Linear(c)))``; the last layer starts at zero, so a
+    new FiLM is the identity and a network widened with it computes what it did.
+    """
+
+    def __init__(self, n_cond: int, channels: int, hidden: int = 16):
+        super().__init__()
+        self.hidden = nn.Linear(n_cond, hidden)
+        self.out = nn.Linear(hidden, 2 * channels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.out(F.relu(self.hidden(c.to(x.dtype)))).chunk(2, dim=1)
+        return x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+
+
 class InverseBranch(nn.Module):
     """Width-only convolutions (Keras ``Conv1D`` on 4-D input) then residual dense blocks."""
 
@@ -193,11 +241,19 @@ class InverseBranch(nn.Module):
             c = block.out_channels
         self.out_channels = c
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.widths = (conv1d_filters if conv1d_layers else in_channels, c)
+
+    def forward(
+        self, x: torch.Tensor, films: tuple[FiLM, FiLM] | None = None, c: torch.Tensor | None = None
+    ) -> torch.Tensor:
         for conv in self.convs:
             x = F.relu(conv(x))
+        if films is not None:
+            x = films[0](x, c)
         for block in self.blocks:
             x = block(x)
+        if films is not None:
+            x = films[1](x, c)
         return x
 
 
@@ -216,9 +272,9 @@ def _check_hparams(arch: str, hparams: dict, allow_zero: tuple[str, ...]) -> Non
                     f"{arch}: decimation must be 'stride' or 'avgpool', got {value!r}"
                 )
             continue
-        if key == "noise_input":
+        if key in ("noise_input", "optics_input"):
             if not isinstance(value, bool):
-                raise ConfigError(f"{arch}: noise_input must be true or false, got {value!r}")
+                raise ConfigError(f"{arch}: {key} must be true or false, got {value!r}")
             continue
         low = 0 if key in allow_zero else 1
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -263,6 +319,14 @@ class MRBCR(nn.Module):
         image), so one set of weights adapts its strength to the photon count.
         Weights of the unconditioned network load into it (the extra input
         weights start at zero, so it starts as exactly that network).
+    optics_input : bool
+        Optics-conditioned variant (needs ``noise_input``; not in the paper): every
+        pseudo-inverse branch is modulated (:class:`FiLM`, after its width-only
+        convolutions and after its dense blocks) by the optics vector
+        :func:`optics_vector` -- the cut-off fc and the modality, or "unknown" --
+        so the network knows how much blur to undo instead of guessing it from the
+        image.  The FiLM layers start as the identity (:func:`~sharpscope.models.
+        noisemap.widen_model` widens a trained network).
 
     Notes
     -----
@@ -271,7 +335,10 @@ class MRBCR(nn.Module):
     image at full, half and quarter resolution, each (N, 1, h, w).  ``noise``
     (noise-conditioned networks only) is the (N, 2) or (2,) Poisson gain and
     Gaussian sigma of ``x``; when None it is estimated from ``x`` itself
-    (:func:`~sharpscope.models.noisemap.estimate_noise_params`, per sample).
+    (:func:`~sharpscope.models.noisemap.estimate_noise_params`, per sample).  An
+    optics-conditioned network takes the condition ``(N, 2 + 3)`` or ``(5,)``: the
+    noise level followed by :func:`optics_vector`; a 2-wide ``noise`` (or None)
+    means unknown optics.
 
     Examples
     --------
@@ -298,10 +365,12 @@ class MRBCR(nn.Module):
         out_kernel: int = 9,
         decimation: Decimation = "stride",
         noise_input: bool = False,
+        optics_input: bool = False,
     ):
         super().__init__()
         self.decimation = decimation
         self.noise_input = bool(noise_input)
+        self.optics_input = bool(optics_input)
         self.hparams = dict(
             channels=channels,
             dense_layers=dense_layers,
@@ -316,7 +385,11 @@ class MRBCR(nn.Module):
         )
         if noise_input is not False:  # the published network's hparams stay exactly as they were
             self.hparams["noise_input"] = noise_input
+        if optics_input is not False:
+            self.hparams["optics_input"] = optics_input
         _check_hparams("mrbcr", self.hparams, allow_zero=("rdb_blocks", "rdb_layers"))
+        if self.optics_input and not self.noise_input:
+            raise ConfigError("mrbcr: optics_input needs noise_input (the condition carries both)")
         # forward (BCR) stage
         n_in = 2 if self.noise_input else 1
         self.dense = nn.ModuleDict(
@@ -351,6 +424,13 @@ class MRBCR(nn.Module):
             }
         )
         self.fuse_inv = Fusion(1 + width, width)
+        if self.optics_input:
+            self.film = nn.ModuleDict(
+                {
+                    k: nn.ModuleList(FiLM(OPTICS_WIDTH, c) for c in b.widths)
+                    for k, b in self.branch.items()
+                }
+            )
         self.out = nn.ModuleDict({f"s{s}": SameConv2d(width, 1, out_kernel) for s in self.scales})
 
     def forward(
@@ -359,11 +439,24 @@ class MRBCR(nn.Module):
         _check_size(x, self.size_multiple, "mrbcr")
         h, w = x.shape[-2:]
         size0, size2 = (h, w), (h // 2, w // 2)
+        optics = None
         if self.noise_input:
             from sharpscope.models.noisemap import estimate_noise_params, noise_map
 
             if noise is None:
                 noise = estimate_noise_params(x.detach())
+            widths = (2, 2 + OPTICS_WIDTH) if self.optics_input else (2,)
+            if noise.shape[-1] not in widths:
+                raise InputError(
+                    f"mrbcr: the condition must be {' or '.join(map(str, widths))} wide, "
+                    f"got shape {tuple(noise.shape)}"
+                )
+            if self.optics_input:
+                optics = noise[..., 2:] if noise.shape[-1] > 2 else torch.zeros(
+                    (*noise.shape[:-1], OPTICS_WIDTH), dtype=noise.dtype, device=noise.device
+                )
+                optics = optics.reshape(-1, OPTICS_WIDTH).expand(x.shape[0], OPTICS_WIDTH)
+            noise = noise[..., :2]
             x = torch.cat([x, noise_map(x, noise.to(x.dtype))], dim=1)
         x2 = decimate(x, 2, self.decimation)
         x4 = decimate(x, 4, self.decimation)
@@ -381,9 +474,12 @@ class MRBCR(nn.Module):
         o0 = self.head["s0"](torch.cat([y0, f0], dim=1))
 
         # pseudo-inverse stage, coarse to fine
-        i4 = self.branch["s4"](o4)
-        i2 = self.branch["s2"](self.fuse_inv(o2, resize_bilinear(i4, size2)))
-        i0 = self.branch["s0"](self.fuse_inv(o0, resize_bilinear(i2, size0)))
+        def film(k: str) -> tuple | None:
+            return None if optics is None else tuple(self.film[k])
+
+        i4 = self.branch["s4"](o4, film("s4"), optics)
+        i2 = self.branch["s2"](self.fuse_inv(o2, resize_bilinear(i4, size2)), film("s2"), optics)
+        i0 = self.branch["s0"](self.fuse_inv(o0, resize_bilinear(i2, size0)), film("s0"), optics)
         z4 = self.out["s4"](i4 + o4)
         z2 = self.out["s2"](i2 + o2)
         z0 = self.out["s0"](i0 + o0)

@@ -220,12 +220,13 @@ def image_noise_params(plane: np.ndarray) -> torch.Tensor:
     return estimate_noise_params(torch.from_numpy(crop))[0]
 
 
-def widen_model(source: str, dest: str) -> str:
-    """Write the noise-conditioned copy of an m-rBCR model file (the noise weights at zero).
+def widen_model(source: str, dest: str, optics: bool = False, seed: int = 0) -> str:
+    """Write the noise- (and optionally optics-) conditioned copy of an m-rBCR model file.
 
-    The starting point of fine-tuning a noise-conditioned network from an unconditioned
-    one (``model.init`` of a training config): it computes exactly what ``source``
-    computes until training moves the noise weights.
+    The starting point of fine-tuning a conditioned network from a less conditioned
+    one (``model.init`` of a training config): the new noise weights and the last
+    layers of the new FiLM blocks are zero, so it computes exactly what ``source``
+    computes until training moves them.
 
     Parameters
     ----------
@@ -233,6 +234,11 @@ def widen_model(source: str, dest: str) -> str:
         A bundled model name or an m-rBCR model file.
     dest : str
         The ``.safetensors`` file to write.
+    optics : bool
+        Also add the optics conditioning (``optics_input``, FiLM in every
+        pseudo-inverse branch; see :class:`~sharpscope.models.mrbcr.MRBCR`).
+    seed : int
+        Seed of the FiLM blocks' (random) first layers.
 
     Returns
     -------
@@ -253,13 +259,20 @@ def widen_model(source: str, dest: str) -> str:
     if header.architecture != "mrbcr":
         raise ConfigError(f"{source}: only m-rBCR models have a noise-conditioned form")
     hparams = dict(header.hparams, noise_input=True)
+    if optics:
+        hparams["optics_input"] = True
+    torch.manual_seed(int(seed))
     wide = MRBCR(**hparams)
-    wide.load_state_dict(net.state_dict())
+    result = wide.load_state_dict(net.state_dict(), strict=False)
+    bad = [k for k in result.missing_keys if not k.startswith("film.")] + list(result.unexpected_keys)
+    if bad:
+        raise ConfigError(f"{source}: its weights do not fit the widened m-rBCR ({bad[0]})")
+    what = "noise- and optics-conditioned" if optics else "noise-conditioned"
     fields = header.model_dump()
     fields.update(
         hparams=hparams,
         valid_range=None,
-        provenance=f"{header.name} widened to the noise-conditioned m-rBCR (noise weights zero)",
+        provenance=f"{header.name} widened to the {what} m-rBCR (new weights start as the identity)",
     )
     save_model(dest, wide, fields)
     return str(dest)

@@ -156,6 +156,7 @@ class _Data:
     val_gt: torch.Tensor
     description: str
     normalization: tuple[float, float] | None = None
+    val_optics: torch.Tensor | None = None
 
 
 def _split_rows(images: Any, fraction: float, patch_size: int) -> tuple[Any, Any]:
@@ -180,6 +181,23 @@ def _split_rows(images: Any, fraction: float, patch_size: int) -> tuple[Any, Any
         tr_n.append(f"{name}[top]")
         va_n.append(f"{name}[bottom]")
     return PairedImages(tr_l, tr_g, tr_n), PairedImages(va_l, va_g, va_n)
+
+
+# share of simulated samples (training and validation) that tell an optics-conditioned
+# network "optics unknown", so that it also restores images whose optics nobody gave
+OPTICS_DROPOUT = 0.25
+
+
+def _condition(net: nn.Module, low: torch.Tensor, optics: torch.Tensor | None) -> torch.Tensor | None:
+    """The condition an optics-conditioned network trains with: the noise measured on
+    ``low`` and the sample's optics (None for every other network: it measures itself)."""
+    core = getattr(net, "module", net)  # DistributedDataParallel wraps the network
+    if optics is None or not getattr(core, "optics_input", False):
+        return None
+    from sharpscope.models.noisemap import estimate_noise_params
+
+    noise = estimate_noise_params(low.detach().float())
+    return torch.cat([noise, optics.to(noise)], dim=1)
 
 
 # training keeps every activation for the backward pass: about 4x the inference peak per pixel
@@ -225,16 +243,20 @@ def _build_data(config: TrainConfig) -> _Data:
     p = config.patch_size
     dc = config.data
     if dc.simulate is not None:
-        train = D.SimulatedPatches(dc.simulate, p, seed=config.seed, stream=0, augment=aug)
-        val = D.SimulatedPatches(dc.simulate, p, seed=config.seed, stream=1, augment=None)
-        vl, vg = D.stack_samples(val, range(config.val_size))
+        drop = OPTICS_DROPOUT
+        train = D.SimulatedPatches(dc.simulate, p, seed=config.seed, stream=0, augment=aug, optics_dropout=drop)
+        val = D.SimulatedPatches(dc.simulate, p, seed=config.seed, stream=1, augment=None, optics_dropout=drop)
+        items = [val[i] for i in range(config.val_size)]
+        if not items:
+            raise InputError("empty validation set")
         return _Data(
             train,
-            vl,
-            vg,
+            torch.stack([it["low"] for it in items]),
+            torch.stack([it["gt"] for it in items]),
             f"simulated '{dc.simulate}' pairs (simulator seed {train.simulator_seed} for training, "
             f"{val.simulator_seed} for validation)",
             train.normalization,
+            torch.stack([it["optics"] for it in items]),
         )
 
     assert dc.path is not None
@@ -333,6 +355,8 @@ class RestorationTask(Task):
         # the percentiles prediction must use: those the training inputs were normalised with
         norm = data.normalization or (self.config.data.pmin, self.config.data.pmax)
         val = {"low": data.val_low.to(device), "gt": data.val_gt.to(device)}
+        if data.val_optics is not None:
+            val["optics"] = data.val_optics.to(device)
         valid_range = _training_range(data.val_low, norm)
         return TaskData(data.train, val, data.description, {"norm": norm, "valid_range": valid_range})
 
@@ -350,21 +374,24 @@ class RestorationTask(Task):
         device = precision.device
         low = batch["low"].to(device, non_blocking=True)
         gt = batch["gt"].to(device, non_blocking=True)
+        cond = _condition(net, low, batch.get("optics"))
         with precision.autocast():
-            outputs = net(low)
+            outputs = net(low) if cond is None else net(low, cond)
         loss, _ = restoration_loss([o.float() for o in outputs], gt, **self._loss_kw(net))
         return loss
 
     def validate(self, net, data, precision):
         val_low, val_gt = data.val["low"], data.val["gt"]
+        val_optics = data.val.get("optics")
         kw = self._loss_kw(net)
         total, psnrs = 0.0, []
         bs = max(1, self.config.batch_size)
         with torch.no_grad():
             for i in range(0, len(val_low), bs):
                 lo, g = val_low[i : i + bs], val_gt[i : i + bs]
+                cond = _condition(net, lo, None if val_optics is None else val_optics[i : i + bs])
                 with precision.autocast(training=False):
-                    outs = net(lo)
+                    outs = net(lo) if cond is None else net(lo, cond)
                 outs = [o.float() for o in outs]
                 loss, _ = restoration_loss(outs, g, **kw)
                 total += float(loss) * len(lo)
