@@ -19,7 +19,9 @@ Methods
     ``1 - tv_weight * div(grad x / |grad x|)`` (floored at 0.5).
     ``tv_weight`` of the order of 0.001-0.01 (Dey et al. use 0.002) works
     for images at any intensity scale (the image is scaled to a maximum of 1
-    internally).
+    internally).  With ``'extended'`` the differences are taken between
+    neighbours on the object domain: its margins join the image's edges,
+    not each other nor the FFT grid's padding.
 ``'wiener'``
     Wiener/Tikhonov filter ``X = conj(H) Y / (|H|^2 + balance)``, one FFT
     pass; ``balance`` plays the part of the noise-to-signal power ratio.
@@ -266,10 +268,41 @@ class _Problem:
             self.y = y
             w = self.op.adjoint(y.new_ones((1, *shape)))
         self.valid = w > _W_MIN
+        # the object domain of 'extended', on which 'rl-tv' takes its differences
+        self._domain = (shape, psf.shape) if boundary == "extended" else None
         self.noise: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.discrepancy: torch.Tensor | None = None
         zero = torch.zeros((), device=y.device)
         self.winv = torch.where(self.valid, 1.0 / w.clamp(min=_W_MIN), zero)
+
+    def tv_pairs(self) -> tuple[torch.Tensor, ...] | None:
+        """Per spatial axis, 1 where ``(i, i + 1)`` (circularly) are neighbours on the object domain.
+
+        None (Neumann differences on the grid) unless the boundary is ``'extended'``.
+
+        The extended object spans ``[-(k - 1 - k // 2), n + k // 2)`` along an
+        axis of ``n`` image pixels and a PSF of ``k``; on the FFT grid its
+        part before the image wraps to the end.  Neighbours are the pixels
+        adjacent in that span (so the wrapped margin touches the image's
+        first pixel, and the two margins never touch each other), both
+        observable (``w > _W_MIN``).  The TV term then depends on the object
+        domain only, not on how far the grid was padded beyond it.
+        """
+        if self._domain is None:
+            return None
+        shape, ksize = self._domain
+        valid = self.valid.to(self.y.dtype)
+        pairs = []
+        for j, (n, k, g) in enumerate(zip(shape, ksize, self.grid, strict=True)):
+            d = j + 1
+            lo, hi = k - 1 - k // 2, k // 2
+            idx = torch.arange(g, device=self.y.device)
+            inside = (idx < n + hi) | (idx >= g - lo)
+            ok = inside & inside.roll(-1) & (idx != n + hi - 1)
+            view = [1] * (self.nd + 1)
+            view[d] = g
+            pairs.append(valid * valid.roll(-1, d) * ok.to(valid.dtype).view(view))
+        return tuple(pairs)
 
     def _apply(self, x: torch.Tensor, otf: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         spec = self._spec[: x.shape[0]]
@@ -336,9 +369,25 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).flatten(1).sum(1)
 
 
-def _tv_divergence(x: torch.Tensor, nd: int) -> torch.Tensor:
-    """``div(grad x / |grad x|)`` with forward differences (Neumann) and their adjoint."""
+def _tv_divergence(
+    x: torch.Tensor, nd: int, pairs: tuple[torch.Tensor, ...] | None = None
+) -> torch.Tensor:
+    """``div(grad x / |grad x|)`` with forward differences and their adjoint.
+
+    Without ``pairs`` the differences stop at the array's end (Neumann);
+    with them (one mask per spatial axis, see :meth:`_Problem.tv_pairs`)
+    they are circular and kept only where the mask is 1.
+    """
     dims = range(x.ndim - nd, x.ndim)
+    if pairs is not None:
+        grads = [(x.roll(-1, d) - x).mul_(m) for d, m in zip(dims, pairs, strict=True)]
+        norm = torch.sqrt(sum(g * g for g in grads) + _TV_EPS**2)
+        div = torch.zeros_like(x)
+        for d, g in zip(dims, grads, strict=True):
+            n = g.div_(norm)  # 0 on the pairs left out
+            div += n
+            div -= n.roll(1, d)
+        return div
     grads = []
     for d in dims:
         g = torch.diff(x, dim=d, append=x.narrow(d, x.shape[d] - 1, 1))
@@ -403,6 +452,7 @@ def _richardson_lucy(
 
     x = prob.initial()
     if method in ("rl", "rl-tv"):
+        pairs = prob.tv_pairs() if method == "rl-tv" and tv_weight > 0 else None
         for k in range(n + 1):
             if k == n and stop is None:
                 break
@@ -410,7 +460,7 @@ def _richardson_lucy(
             if done(k, x):
                 break
             if method == "rl-tv" and tv_weight > 0:
-                denom = 1.0 - tv_weight * _tv_divergence(x, prob.nd)
+                denom = 1.0 - tv_weight * _tv_divergence(x, prob.nd, pairs)
                 f.div_(denom.clamp_(min=0.5))
             x.mul_(f)
         return stop.result if stop is not None else x
@@ -490,6 +540,7 @@ def deconvolve(
     alpha_max: float = 0.95,
     device: str | torch.device = "cpu",
     return_info: bool = False,
+    scale: float | None = None,
 ) -> np.ndarray | tuple[np.ndarray, DeconvolveInfo]:
     """Deconvolve an image with a known PSF.
 
@@ -524,6 +575,13 @@ def deconvolve(
     return_info : bool
         Also return a :class:`DeconvolveInfo` (iterations made, the rule
         that stopped them, the noise estimate, Wiener's balance).
+    scale : float, optional
+        The intensity the image is divided by internally, to which the TV
+        smoothing of ``'rl-tv'`` and the numerical floors are relative.
+        Default None: the image's maximum (over all its planes; the largest
+        absolute value for Wiener).  A piece of a larger image passes the
+        whole image's value to be deconvolved as it would be in the whole
+        (:func:`sharpscope.parallel.deconvolve_array` does).
 
     Returns
     -------
@@ -607,6 +665,10 @@ def deconvolve(
         raise ConfigError(f"balance must be a finite number > 0 or None, got {balance!r}")
     if not (0.0 <= alpha_max < 1.0):
         raise ConfigError(f"alpha_max must be in [0, 1), got {alpha_max!r}")
+    if scale is not None and not (
+        isinstance(scale, (int, float, np.number)) and np.isfinite(scale) and scale > 0
+    ):
+        raise ConfigError(f"scale must be a finite number > 0 or None, got {scale!r}")
 
     img = _check_image(image)
     h = _check_psf(psf)
@@ -622,19 +684,20 @@ def deconvolve(
     y = torch.from_numpy(np.ascontiguousarray(work.reshape(-1, *spatial))).to(dev)
     raw = y
     if method == "wiener":
-        scale = float(np.abs(work).max())
+        peak = float(np.abs(work).max())
     else:
         y = y.clamp(min=0.0)
-        scale = float(y.max())
+        peak = float(y.max())
     auto = iterations is None if method != "wiener" else balance is None
     flat = work.reshape(-1, *spatial)
     # one noise estimate per plane (per volume for a 3-D PSF): planes may differ
     noises = tuple(_noise_of(p) for p in flat) if auto else None
-    if scale == 0.0:
+    if peak == 0.0:
         out0 = np.zeros(img.shape, dtype=np.float32)
         zeros = (0,) * (0 if method == "wiener" else y.shape[0])
         info0 = DeconvolveInfo(method, zeros, "fixed" if not auto else "discrepancy", (), None, noises)
         return (out0, info0) if return_info else out0
+    scale = peak if scale is None else float(scale)
     y = y / scale
     fractions = balances = taus = None
     if noises is not None and method == "wiener":
