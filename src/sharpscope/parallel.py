@@ -695,6 +695,8 @@ def restore_array(
     chunks: int | Sequence[int] | None = None,
     compute: Callable[[list], list] | None = None,
     warn_range: bool = True,
+    fc: float | None = None,
+    modality: str | None = None,
 ):
     """Restore a (dask) array chunk by chunk, lazily; equals :meth:`Model.predict`.
 
@@ -706,7 +708,7 @@ def restore_array(
         The image, any axes with ``Y`` and ``X``.
     axes : str
         Axes of ``data``.
-    tile, overlap, batch_size, device, tta, dtype
+    tile, overlap, batch_size, device, tta, dtype, fc, modality
         As for :meth:`~sharpscope.restore.Model.predict`.
     chunks : int or (int, int), optional
         Chunk extent along Y and X (default :data:`DEFAULT_CHUNK`); every
@@ -798,8 +800,10 @@ def restore_array(
 
     # what Model.predict measures on each channel's middle plane: the central crop that
     # a noise-conditioned network's noise level and the range check are estimated on
-    noises: list[tuple[float, float] | None] = [None] * len(groups)
+    noises: list[tuple[float, ...] | None] = [None] * len(groups)
     conditioned = bool(getattr(model.network, "noise_input", False))
+    optics = model.optics(fc, modality)  # appended to each noise level (optics-conditioned nets)
+    extra = () if optics is None else tuple(float(v) for v in optics)
     if conditioned or warn_range:
         from sharpscope.models.noisemap import crop_slices, image_noise_params, reference_plane
         from sharpscope.normalize import normalize
@@ -814,7 +818,8 @@ def restore_array(
             crop = crop.astype(np.float32) if crop.dtype.kind == "b" else crop
             lo, hi = scales[i]
             if conditioned:
-                noises[i] = tuple(float(v) for v in image_noise_params(normalize(crop, lo, hi)))
+                noise = image_noise_params(normalize(crop, lo, hi))
+                noises[i] = tuple(float(v) for v in noise) + extra
             checks.append((crop[crop_slices(*crop.shape, RANGE_CROP)], lo, hi))
         message = model.range_message(checks) if warn_range else None
         if message is not None:
@@ -1135,8 +1140,8 @@ def restore_dask(
     progress : bool
         Progress bar on stderr (one step per chunk).
     **kw
-        ``tile``, ``overlap``, ``batch_size``, ``device``, ``tta``, ``dtype``
-        as for :meth:`~sharpscope.restore.Model.predict`.
+        ``tile``, ``overlap``, ``batch_size``, ``device``, ``tta``, ``dtype``,
+        ``fc``, ``modality`` as for :meth:`~sharpscope.restore.Model.predict`.
 
     Returns
     -------
@@ -1161,7 +1166,8 @@ def restore_dask(
 
     src, dst = Path(input_path), Path(output_path)
     _check_paths(src, dst)
-    unknown = set(kw) - {"tile", "overlap", "batch_size", "device", "tta", "dtype", "desc", "warn_range"}
+    known = {"tile", "overlap", "batch_size", "device", "tta", "dtype", "desc", "warn_range", "fc", "modality"}
+    unknown = set(kw) - known
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}")
     desc = kw.pop("desc", None) or src.name
