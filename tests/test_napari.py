@@ -168,6 +168,107 @@ def test_restore_bad_model_file_notifies(viewer, qtbot, tmp_path, monkeypatch):
     assert "img restored" in viewer.layers
 
 
+def _optics_model(path):
+    """A tiny optics-conditioned model file whose FiLM blocks are far from the identity."""
+    import torch
+
+    from conftest import TINY_MRBCR_HPARAMS
+    from sharpscope.models.format import save_model
+    from sharpscope.models.mrbcr import MRBCR
+
+    hp = dict(TINY_MRBCR_HPARAMS, noise_input=True, optics_input=True)
+    torch.manual_seed(3)
+    net = MRBCR(**hp)
+    with torch.no_grad():
+        for films in net.film.values():
+            for film in films:
+                film.out.weight.normal_(0, 1.0)
+    header = {
+        "name": "tiny-optics",
+        "description": "randomly initialised optics-conditioned m-rBCR for the napari tests",
+        "architecture": "mrbcr",
+        "hparams": hp,
+        "tile": {"size": 64, "overlap": 32},
+        "provenance": "tests/test_napari.py, random initialisation",
+        "license": "BSD-3-Clause",
+    }
+    return save_model(path, net, header)
+
+
+def test_restore_with_optics_equals_predict_with_fc(viewer, qtbot, tmp_path, monkeypatch):
+    import warnings
+
+    import sharpscope
+    from sharpscope.blind import resolve_fc
+    from sharpscope.napari._restore import (
+        FILE_CHOICE,
+        NO_OPTICS_HINT,
+        RestoreWidget,
+        WatchedNetwork,
+    )
+
+    shown = error_messages(monkeypatch)
+    path = _optics_model(tmp_path / "optics.safetensors")
+    yy, xx = np.mgrid[:48, :56]
+    img = (100 + 60 * (1 + np.sin(xx / 3.0) * np.cos(yy / 5.0))).astype(np.float32)
+    layer = viewer.add_image(img, name="img", scale=(0.1, 0.1))
+    w = RestoreWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.image.value = layer
+    w.model.value = FILE_CHOICE
+    w.model_file.value = str(path)
+    # the fields are offered for this model, pre-filled from the layer, enabled when ticked
+    assert w.uses_optics and not w.optics.native.isHidden() and w.optics_hint.native.isHidden()
+    assert w.pixel_size.value == pytest.approx(0.1)
+    assert not w.na.enabled and w.optics_options() == {}
+    w.optics_known.value = True
+    assert w.na.enabled and w.modality.enabled
+    w.na.value, w.wavelength.value, w.modality.value = 1.2, 600.0, "confocal"
+    fc = resolve_fc(na=1.2, wavelength=600.0, pixel_size=0.1)
+    assert w.optics_options() == {"fc": pytest.approx(fc), "modality": "confocal"}
+
+    # the progress wrapper keeps the flags the library reads: the optics reach the network
+    model = sharpscope.load_model(path)
+    assert model.uses_optics
+    watched = sharpscope.restore.Model(model.header, WatchedNetwork(model.network, sharpscope.napari._common.Job(), 1))
+    assert watched.uses_optics and watched.optics(fc, "confocal") is not None
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # "fc ignored" would be one
+        w.restore()
+        wait_done(qtbot, w)
+    out = viewer.layers["img restored"]
+    assert out.metadata["sharpscope"]["fc"] == pytest.approx(fc)
+    expect = model.predict(img, fc=fc, modality="confocal")
+    np.testing.assert_allclose(out.data, expect, atol=1e-5)
+    unknown = model.predict(img)
+    assert np.abs(expect - unknown).max() > 1e-3
+
+    # optics not known: the plain prediction
+    w.optics_known.value = False
+    assert not w.na.enabled
+    w.restore()
+    wait_done(qtbot, w)
+    np.testing.assert_allclose(viewer.layers["img restored [1]"].data, unknown, atol=1e-5)
+
+    # a bad value: one notification, nothing started, nothing added
+    w.optics_known.value = True
+    w.pixel_size.value = 0.0
+    w.restore()
+    assert not w.busy and len(shown) == 1 and shown[0].startswith("sharpscope: error: ")
+    assert "pixel size" in shown[0]
+    w.pixel_size.value = 1.0  # fc = NA * pixel / wavelength above the Nyquist limit 0.5
+    w.restore()
+    assert not w.busy and len(shown) == 2 and "cut-off frequency fc" in shown[1]
+    assert [x.name for x in viewer.layers] == ["img", "img restored", "img restored [1]"]
+
+    # a model without the optics input: no fields, a hint
+    w.model_file.value = str(make_tiny_model(tmp_path / "tiny.safetensors"))
+    assert not w.uses_optics and w.optics.native.isHidden() and w.optics_known.native.isHidden()
+    assert not w.optics_hint.native.isHidden() and w.optics_hint.value == NO_OPTICS_HINT
+    assert w.optics_options() == {}
+
+
 def test_deconvolve_optics_and_layer_psf(viewer, qtbot, sample):
     from sharpscope.napari._deconvolve import DeconvolveWidget
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import Container, Label, ProgressBar, PushButton, TextEdit
+from magicgui.widgets import Container, FloatSpinBox, Label, ProgressBar, PushButton, TextEdit
 
 from sharpscope.errors import InputError, SharpscopeError
 from sharpscope.io import guess_axes, validate_axes
@@ -126,6 +126,66 @@ def one_line(exc: BaseException) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     return CLI_PREFIX + (text.strip().splitlines() or [""])[0]
+
+
+# --------------------------------------------------------------------------- optics
+class OpticsFields:
+    """The NA, emission wavelength and lateral pixel size fields several widgets share.
+
+    Parameters
+    ----------
+    na, wavelength, pixel_size : float
+        Initial values (wavelength in nm, pixel size in um).
+    min_pixel_size : float
+        Smallest pixel size the field accepts (0 lets the library's own check
+        report a zero pixel size when the job is started).
+
+    Attributes
+    ----------
+    na, wavelength, pixel_size : magicgui.widgets.FloatSpinBox
+        The fields, to be laid out by the widget (:attr:`widgets`, in that order).
+    """
+
+    def __init__(
+        self,
+        na: float = 1.4,
+        wavelength: float = 520.0,
+        pixel_size: float = 0.065,
+        min_pixel_size: float = 0.0001,
+    ) -> None:
+        self.na = FloatSpinBox(label="NA", value=na, min=0.05, max=1.7, step=0.05)
+        self.wavelength = FloatSpinBox(
+            label="emission (nm)", value=wavelength, min=200.0, max=2000.0, step=10.0
+        )
+        self.pixel_size = FloatSpinBox(
+            label="pixel (um)", value=pixel_size, min=min_pixel_size, max=100.0, step=0.0001,
+            tooltip="lateral pixel size; set from the layer's scale when it has one",
+        )
+
+    @property
+    def widgets(self) -> list[FloatSpinBox]:
+        """The three fields: NA, emission wavelength, pixel size."""
+        return [self.na, self.wavelength, self.pixel_size]
+
+    def values(self) -> dict[str, float]:
+        """``na``, ``wavelength`` and ``pixel_size`` as the library's keyword arguments."""
+        return {
+            "na": float(self.na.value),
+            "wavelength": float(self.wavelength.value),
+            "pixel_size": float(self.pixel_size.value),
+        }
+
+    def take_pixel_size(self, layer: Any, axes: str | None = None) -> None:
+        """Set the pixel size from the layer's metadata or scale, when it records one."""
+        if layer is None:
+            return
+        try:
+            px = layer_pixel_size(layer, layer_axes(layer, axes))
+        except Exception:  # noqa: BLE001 - an unusable layer is reported when run
+            return
+        x = px.get("X")
+        if x is not None and self.pixel_size.min <= x <= self.pixel_size.max:
+            self.pixel_size.value = float(x)
 
 
 # --------------------------------------------------------------------------- jobs

@@ -67,12 +67,8 @@ class DeconvolveWidget(c.SharpscopeWidget):
         self.psf_source = ComboBox(label="PSF from", choices=list(PSF_SOURCES), value="optics")
         self.psf_layer = self.register_layer_combo(ComboBox(label="PSF layer", choices=self.layer_choices()))
         self.psf_file = FileEdit(label="PSF file", mode="r", filter="*.tif *.tiff *.npz *.npy")
-        self.na = FloatSpinBox(label="NA", value=1.4, min=0.05, max=1.7, step=0.05)
-        self.wavelength = FloatSpinBox(label="emission (nm)", value=520.0, min=200.0, max=2000.0, step=10.0)
-        self.pixel_size = FloatSpinBox(
-            label="pixel (um)", value=0.065, min=0.0001, max=100.0, step=0.0001,
-            tooltip="lateral pixel size; set from the layer's scale when it has one",
-        )
+        self.optics_fields = c.OpticsFields(na=1.4)
+        self.na, self.wavelength, self.pixel_size = self.optics_fields.widgets
         self.refractive_index = FloatSpinBox(label="immersion n", value=1.515, min=1.0, max=2.0, step=0.01)
         self.confocal = CheckBox(text="confocal", value=False)
         self.psf_size = SpinBox(label="PSF size", value=33, min=3, max=255, step=2)
@@ -143,25 +139,14 @@ class DeconvolveWidget(c.SharpscopeWidget):
         self.tv_weight.visible = method == "rl-tv"
 
     def _take_pixel_size(self, *_: Any) -> None:
-        layer = self.image.value
-        if layer is None:
-            return
-        try:
-            px = c.layer_pixel_size(layer, c.layer_axes(layer, self.axes.value))
-        except Exception:  # noqa: BLE001 - an unusable layer is reported when run
-            return
-        if "X" in px:
-            self.pixel_size.value = float(px["X"])
+        self.optics_fields.take_pixel_size(self.image.value, self.axes.value)
 
     # -- the PSF
     def blind_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`sharpscope.blind.estimate_psf` for the ``auto`` PSF."""
         opts: dict[str, Any] = {}
         if self.auto_optics.value:
-            opts.update(
-                na=float(self.na.value), wavelength=float(self.wavelength.value),
-                pixel_size=float(self.pixel_size.value),
-            )
+            opts.update(self.optics_fields.values())
         if self.auto_grid.value:
             opts["grid"] = (int(self.auto_rows.value), int(self.auto_cols.value))
         return opts

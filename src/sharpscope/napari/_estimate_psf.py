@@ -56,13 +56,9 @@ class EstimatePSFWidget(c.SharpscopeWidget):
         self.axes = LineEdit(label="axes", value="", tooltip="e.g. TYX; blank: from the layer")
         self.optics_mode = ComboBox(label="optics", choices=list(OPTICS), value=OPTICS[0])
         self.fc = FloatSpinBox(label="fc (cycles/px)", value=0.2, min=0.01, max=0.5, step=0.005)
-        self.na = FloatSpinBox(label="NA", value=1.2, min=0.05, max=1.7, step=0.05)
-        self.wavelength = FloatSpinBox(label="emission (nm)", value=520.0, min=200.0, max=2000.0, step=10.0)
-        self.pixel_size = FloatSpinBox(
-            label="pixel (um)", value=0.065, min=0.0001, max=100.0, step=0.0001,
-            tooltip="lateral pixel size; set from the layer's scale when it has one",
-        )
-        self.optics = Container(widgets=[self.na, self.wavelength, self.pixel_size], labels=True)
+        self.optics_fields = c.OpticsFields(na=1.2)
+        self.na, self.wavelength, self.pixel_size = self.optics_fields.widgets
+        self.optics = Container(widgets=self.optics_fields.widgets, labels=True)
         self.known_theta = CheckBox(text="aberration bound known", value=False)
         self.theta_max = FloatSpinBox(label="theta max (waves)", value=0.2, min=0.0, max=2.0, step=0.01)
         self.use_grid = CheckBox(text="grid of PSFs over the field", value=False)
@@ -97,15 +93,7 @@ class EstimatePSFWidget(c.SharpscopeWidget):
         self.model_file.visible = self.identifier.value == IDENTIFIERS[2]
 
     def _take_pixel_size(self, *_: Any) -> None:
-        layer = self.image.value
-        if layer is None:
-            return
-        try:
-            px = c.layer_pixel_size(layer, c.layer_axes(layer, self.axes.value))
-        except Exception:  # noqa: BLE001 - an unusable layer is reported when run
-            return
-        if "X" in px:
-            self.pixel_size.value = float(px["X"])
+        self.optics_fields.take_pixel_size(self.image.value, self.axes.value)
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`sharpscope.blind.estimate_psf` set by the widget."""
@@ -114,10 +102,7 @@ class EstimatePSFWidget(c.SharpscopeWidget):
         if mode == OPTICS[1]:
             opts["fc"] = float(self.fc.value)
         elif mode == OPTICS[2]:
-            opts.update(
-                na=float(self.na.value), wavelength=float(self.wavelength.value),
-                pixel_size=float(self.pixel_size.value),
-            )
+            opts.update(self.optics_fields.values())
         if self.known_theta.value:
             opts["theta_max"] = float(self.theta_max.value)
         if self.use_grid.value:

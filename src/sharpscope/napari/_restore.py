@@ -1,4 +1,12 @@
-"""Restore dock widget: a trained network over an image layer (the twin of ``sharpscope restore``)."""
+"""Restore dock widget: a trained network over an image layer (the twin of ``sharpscope restore``).
+
+An optics-conditioned model (:attr:`sharpscope.restore.Model.uses_optics`) can be
+given the optics: with *optics known* ticked, the NA, emission wavelength, pixel size
+(from the layer when it records one) and modality become the cut-off ``fc``
+(:func:`sharpscope.blind.resolve_fc`) and ``modality`` of :meth:`Model.predict`, as
+``sharpscope restore --na --wavelength --pixel-size --modality`` does.  For a model
+without that input the fields are hidden and a hint says so.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +16,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label, LineEdit, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, SpinBox
 
 from sharpscope.errors import ModelFormatError
 from sharpscope.napari import _common as c
 
 FILE_CHOICE = "model file..."
+MODALITIES = ("widefield", "confocal")
+NO_OPTICS_HINT = "this model does not use the optics (NA, emission, pixel size)"
 # models trained in this session by the Train widget: name -> file
 SESSION_MODELS: dict[str, Path] = {}
 
@@ -39,6 +49,12 @@ def header_summary(path: str | Path) -> str:
     return text
 
 
+def header_uses_optics(header: Any) -> bool:
+    """Whether a model header describes an optics-conditioned network (``optics_input``)."""
+    hparams = getattr(header, "hparams", None) or {}
+    return bool(hparams.get("optics_input", False))
+
+
 class WatchedNetwork(torch.nn.Module):
     """Wraps a network: one tile per call, a progress report (and cancel check) per tile."""
 
@@ -46,8 +62,11 @@ class WatchedNetwork(torch.nn.Module):
         super().__init__()
         self.inner = network
         self.size_multiple = getattr(network, "size_multiple", 1)
-        # a noise-conditioned network gets the whole image's noise level, as from the CLI
+        # a noise-conditioned network gets the whole image's noise level, as from the CLI;
+        # an optics-conditioned one the optics appended to it (Model.uses_optics,
+        # optics_condition and network_function read these flags of the network they get)
         self.noise_input = bool(getattr(network, "noise_input", False))
+        self.optics_input = bool(getattr(network, "optics_input", False))
         self.job, self.total, self.done = job, total, 0
 
     def __deepcopy__(self, memo: dict) -> WatchedNetwork:
@@ -97,9 +116,20 @@ class RestoreWidget(c.SharpscopeWidget):
         self.tta = CheckBox(text="test-time augmentation (8x slower, a bit better)", value=False)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self.scope = ComboBox(label="apply to", choices=["whole stack", "current plane"], value="whole stack")
+        self.optics_known = CheckBox(text="optics known (NA, emission, pixel, modality)", value=False)
+        # pixel size 0 is let through: the library's check reports it when run
+        self.optics_fields = c.OpticsFields(na=1.4, min_pixel_size=0.0)
+        self.na, self.wavelength, self.pixel_size = self.optics_fields.widgets
+        self.modality = ComboBox(label="modality", choices=list(MODALITIES), value=MODALITIES[0])
+        self.optics = Container(widgets=[*self.optics_fields.widgets, self.modality], labels=True)
+        self.optics_hint = Label(value=NO_OPTICS_HINT)
+        self.optics_hint.native.setWordWrap(True)
         self.run = self.run_button("Restore", self.restore)
+        self.uses_optics = False
         self.model.changed.connect(self._model_changed)
         self.model_file.changed.connect(self._model_changed)
+        self.optics_known.changed.connect(self._update_optics)
+        self.image.changed.connect(self._take_pixel_size)
         self.extend(
             [
                 self.image,
@@ -107,6 +137,9 @@ class RestoreWidget(c.SharpscopeWidget):
                 self.model,
                 self.model_file,
                 self.model_info,
+                self.optics_known,
+                self.optics,
+                self.optics_hint,
                 self.tile,
                 self.overlap,
                 self.batch_size,
@@ -119,6 +152,7 @@ class RestoreWidget(c.SharpscopeWidget):
         self.finish_layout()
         self._cache: tuple[str, str, Any] | None = None
         self._model_changed()
+        self._take_pixel_size()
 
     # -- model choice
     def model_spec(self) -> str:
@@ -141,6 +175,7 @@ class RestoreWidget(c.SharpscopeWidget):
 
     def _model_changed(self, *_: Any) -> None:
         self.model_file.visible = self.model.value == FILE_CHOICE
+        known: bool | None = None  # None: no readable model chosen
         try:
             from sharpscope.models.store import resolve_model
 
@@ -148,9 +183,40 @@ class RestoreWidget(c.SharpscopeWidget):
             self.model_info.value = header_summary(path)
             from sharpscope.models.format import read_header
 
-            self.model_info.tooltip = read_header(path).description
+            header = read_header(path)
+            self.model_info.tooltip = header.description
+            known = header_uses_optics(header)
         except Exception as exc:  # noqa: BLE001 - shown next to the choice
             self.model_info.value = str(exc).splitlines()[0] if str(exc) else ""
+        self.uses_optics = bool(known)
+        self.optics_hint.visible = known is False
+        self._update_optics()
+
+    def _update_optics(self, *_: Any) -> None:
+        """Optics fields shown for an optics-conditioned model, enabled when ticked."""
+        self.optics_known.visible = self.optics.visible = self.uses_optics
+        on = self.uses_optics and bool(self.optics_known.value)
+        for w in (*self.optics_fields.widgets, self.modality):
+            w.enabled = on
+
+    def _take_pixel_size(self, *_: Any) -> None:
+        self.optics_fields.take_pixel_size(self.image.value, self.axes.value)
+
+    def optics_options(self) -> dict[str, Any]:
+        """``fc`` and ``modality`` of :meth:`Model.predict` set by the widget (empty: unknown).
+
+        Raises
+        ------
+        ConfigError
+            The NA, wavelength and pixel size give no valid cut-off (e.g. pixel size 0,
+            or above the Nyquist limit ``fc <= 0.5``).
+        """
+        if not (self.uses_optics and self.optics_known.value):
+            return {}
+        from sharpscope.blind import resolve_fc
+
+        fc = resolve_fc(**self.optics_fields.values())
+        return {"fc": fc, "modality": str(self.modality.value)}
 
     def _load(self, spec: str, device: str) -> Any:
         from sharpscope.restore import load_model
@@ -200,6 +266,7 @@ class RestoreWidget(c.SharpscopeWidget):
         tile = self.tile.value or None
         overlap = None if self.overlap.value < 0 else self.overlap.value
         batch, tta, device = self.batch_size.value, self.tta.value, self.device.value
+        optics = self.optics_options()  # a bad value is reported here: nothing is started
 
         def work(job: c.Job) -> np.ndarray:
             job.report(0, None, "loading the model")
@@ -225,6 +292,11 @@ class RestoreWidget(c.SharpscopeWidget):
                 extra["warn_range"] = False
             if "backend" in inspect.signature(Model.predict).parameters:
                 extra["backend"] = "plain"  # a compiled graph would skip the per-tile reports
+            if optics and not model.uses_optics:  # the header said otherwise: never silently
+                job.warn("this model does not take the optics; fc/modality are ignored")
+            elif optics:
+                extra.update(optics)
+                job.log(f"optics: fc {optics['fc']:.3g} cycles/pixel, {optics['modality']}")
             watched = Model(model.header, WatchedNetwork(model.network, job, total), model.path)
             return watched.predict(
                 data, axes=axes, tile=tile, overlap=overlap, batch_size=batch, device=device, tta=tta,
@@ -233,7 +305,7 @@ class RestoreWidget(c.SharpscopeWidget):
 
         def done(out: np.ndarray) -> None:
             kwargs = c.result_kwargs(layer, c.unique_name(self.viewer, f"{layer.name} restored"),
-                                     operation="restore", model=spec, axes=axes)
+                                     operation="restore", model=spec, axes=axes, **optics)
             kwargs["translate"] = tuple(translate)
             self.last_layer = self.viewer.add_image(out, **kwargs)
 
