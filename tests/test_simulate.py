@@ -50,7 +50,10 @@ def _gen(i=0):
 
 
 def test_presets_are_typed_and_named():
-    assert set(PRESETS) == {"mrbcr-widefield", "poster-zernike", "fluorescence-broad", "fluorescence-mix"}
+    assert set(PRESETS) == {
+        "mrbcr-widefield", "poster-zernike", "fluorescence-broad", "fluorescence-mix",
+        "fluorescence-granular", "fluorescence-mix-granular",
+    }
     assert isinstance(PRESETS["fluorescence-broad"], MicroscopePreset)
     json.dumps(PRESETS["fluorescence-broad"].to_dict())
     assert isinstance(PRESETS["mrbcr-widefield"], OpticsPreset)
@@ -409,3 +412,36 @@ def test_mixture_preset_draws_each_component_exactly_as_alone():
         MixturePreset(name="bad", components=(("mrbcr-widefield", 0.0),))
     with pytest.raises(_ConfigError, match="itself a mixture"):
         MixturePreset(name="nested", components=(("fluorescence-mix", 1.0),)).parts()
+
+
+def test_granular_preset_adds_fine_texture_and_changes_nothing_else():
+    from sharpscope.simulate import SimulatedPairs
+
+    broad = SimulatedPairs("fluorescence-broad", patch_size=64, seed=11)
+    gran = SimulatedPairs("fluorescence-granular", patch_size=64, seed=11)
+    drawn = 0
+    for i in range(16):
+        a, b = broad.sample(i), gran.sample(i)
+        assert "granularity" not in a["params"]  # presets without it are unchanged
+        pa = dict(a["params"])
+        pb = {k: v for k, v in b["params"].items() if not k.startswith("granularity")}
+        for key in ("kind", "fc", "modality", "photons", "read_noise", "haze"):
+            assert pa[key] == pb[key], key  # the same specimen kind, optics and camera
+        assert torch.equal(a["psf"], b["psf"])
+        if b["params"]["granularity"] > 0 and float(a["gt"].std()) > 1e-3:
+            drawn += 1
+            assert float((a["gt"] - b["gt"]).abs().max()) > 1e-3
+        elif b["params"]["granularity"] == 0:
+            assert torch.equal(a["gt"], b["gt"]) and torch.equal(a["low"], b["low"])
+    assert 3 <= drawn <= 14
+    # the modulation itself: pixel-scale texture on a flat specimen, mean kept
+    from sharpscope.simulate import _granular, get_preset
+
+    p = dataclasses.replace(get_preset("fluorescence-granular"), granularity_probability=1.0, granularity=(0.4, 0.4), granularity_length=(0.7, 0.7))
+    x, info = _granular(p, torch.full((128, 128), 0.5), torch.Generator().manual_seed(0), 1.0)
+    assert info["granularity"] == pytest.approx(0.4) and info["granularity_length"] == pytest.approx(0.7)
+    assert float(x.std() / x.mean()) == pytest.approx(0.4, rel=0.15) and float(x.mean()) == pytest.approx(0.5, rel=0.05)
+    lag1 = float(torch.corrcoef(torch.stack([x[:, :-1].flatten(), x[:, 1:].flatten()]))[0, 1])
+    assert 0.2 < lag1 < 0.8  # correlated over about a pixel, not white, not smooth
+    with pytest.raises(ConfigError, match="granularity_probability"):
+        MicroscopePreset(granularity_probability=2.0)
