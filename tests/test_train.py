@@ -100,6 +100,9 @@ def test_lr_schedule():
     assert lr_at(cos, 0) == pytest.approx(1e-3)
     assert lr_at(cos, 10) == pytest.approx(1e-4)
     assert lr_at(cos, 5) == pytest.approx(0.55e-3)
+    warm = TrainConfig(steps=10, lr=1e-3, warmup_steps=4)
+    assert [lr_at(warm, k) for k in range(5)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
+    assert lr_at(cos.model_copy(update={"warmup_steps": 2}), 0) == pytest.approx(0.5e-3)
 
 
 # ============================================================================ config
