@@ -249,3 +249,51 @@ def test_cli_restore_optics_flags(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and words in err[0], (bad, err)
         assert not (tmp_path / "bad.tif").exists()
+
+
+OME = (
+    '<?xml version="1.0" encoding="UTF-8"?>'
+    '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+    '<Instrument ID="Instrument:0"><Objective ID="Objective:0" LensNA="1.0"/>'
+    '<Objective ID="Objective:1" LensNA="1.4"/></Instrument>'
+    '<Image ID="Image:0"><ObjectiveSettings ID="Objective:1"/>'
+    '<Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint16" SizeX="96" SizeY="96" SizeC="2" '
+    'SizeZ="1" SizeT="1" PhysicalSizeX="0.0875" PhysicalSizeY="0.0875">'
+    '<Channel ID="Channel:0:0" SamplesPerPixel="1" EmissionWavelength="490" AcquisitionMode="{mode}"/>'
+    '<Channel ID="Channel:0:1" SamplesPerPixel="1" EmissionWavelength="0.7" EmissionWavelengthUnit="um"/>'
+    "<TiffData/></Pixels></Image></OME>"
+)
+
+
+def test_per_channel_optics_and_the_optics_an_ome_tiff_records(tmp_path):
+    import tifffile
+
+    from sharpscope.batch import restore_files
+
+    model = load_model(_optics_model_file(tmp_path / "o.safetensors"), device="cpu")
+    img = np.stack([_image(3), _image(4)])
+    # one cut-off per channel: each channel as if restored alone with its own
+    both = model.predict(img, axes="CYX", fc=[0.25, 0.175], modality=["confocal", "widefield"], warn_range=False)
+    assert np.array_equal(both[0], model.predict(img[0], fc=0.25, modality="confocal", warn_range=False))
+    assert np.array_equal(both[1], model.predict(img[1], fc=0.175, warn_range=False))
+    with pytest.raises(ConfigError, match="3 values for 2 channel"):
+        model.predict(img, axes="CYX", fc=[0.2, 0.2, 0.2], warn_range=False)
+
+    path = tmp_path / "two.ome.tif"
+    tifffile.imwrite(path, img, description=OME.format(mode="LaserScanningConfocalMicroscopy"), metadata=None)
+    meta = read_image(path).metadata["optics"]
+    # the objective the image names (not the first one), wavelengths in nm
+    assert meta == {"na": 1.4, "wavelength_em": [490.0, 700.0], "modality": ["confocal", None]}
+    out = restore_files(path, tmp_path / "out.tif", model=model, warn_range=False, device="cpu")
+    # fc = 1.4 * 0.0875 um / 0.49 um = 0.25 and / 0.7 um = 0.175
+    assert np.array_equal(read_image(out[0]).data, both)
+    ignored = restore_files(path, tmp_path / "plain.tif", model=model, warn_range=False, device="cpu", file_optics=False)
+    assert np.array_equal(read_image(ignored[0]).data, model.predict(img, axes="CYX", warn_range=False))
+    # given optics win over the file's
+    given = restore_files(path, tmp_path / "given.tif", model=model, fc=0.2, warn_range=False, device="cpu")
+    assert np.array_equal(read_image(given[0]).data, model.predict(img, axes="CYX", fc=0.2, warn_range=False))
+    # a modality the network does not know: the file's optics are not used
+    odd = tmp_path / "mp.ome.tif"
+    tifffile.imwrite(odd, img, description=OME.format(mode="MultiPhotonMicroscopy"), metadata=None)
+    out = restore_files(odd, tmp_path / "mp_out.tif", model=model, warn_range=False, device="cpu")
+    assert np.array_equal(read_image(out[0]).data, model.predict(img, axes="CYX", warn_range=False))

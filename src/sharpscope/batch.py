@@ -550,6 +550,7 @@ def restore_files(
     chunks: int | Sequence[int] | None = None,
     workers: int | None = None,
     cluster: str | None = None,
+    file_optics: bool = True,
     **kw: Any,
 ) -> BatchResult:
     """Restore image files and write the results (``sharpscope restore``).
@@ -593,7 +594,11 @@ def restore_files(
         ``warn_range``, ``fc``, ``modality``); or the optics as ``na`` and
         ``wavelength`` (nm) with ``pixel_size`` (um, default: each file's own),
         from which each file's ``fc`` is computed
-        (:func:`sharpscope.blind.resolve_fc`).  With ``warn_range`` (default True) and a model
+        (:func:`sharpscope.blind.resolve_fc`).  With none of them, an
+        optics-conditioned model takes the optics a file records (OME-TIFF:
+        objective NA, channel emission wavelengths and acquisition mode, pixel
+        size; :func:`sharpscope.restore.optics_from_metadata`) unless
+        ``file_optics`` is False.  With ``warn_range`` (default True) and a model
         that records its valid range, each input outside it gets one
         :class:`~sharpscope.errors.RangeWarning` naming the file.
 
@@ -645,16 +650,23 @@ def restore_files(
             raise ConfigError("the optics need the NA and the wavelength (and the pixel size unless the files record it)")
     loaded: list[Model] = [model] if isinstance(model, Model) else []
 
-    def file_fc(src: Path, file_pixel_size: Any) -> None:
-        """``kw['fc']`` of this file from the optics (the file's pixel size by default)."""
-        if optics["na"] is None:
-            return
-        from sharpscope.blind import resolve_fc
+    def file_optics_kw(src: Path, img: Any) -> dict[str, Any]:
+        """The options of this file: its ``fc`` from the optics given (the file's pixel
+        size by default) or, with none given, from the optics the file records."""
+        if optics["na"] is not None:
+            from sharpscope.blind import resolve_fc
 
-        px = file_pixel_size() if optics["pixel_size"] is None else None
-        if optics["pixel_size"] is None and px is None:
-            raise InputError(f"{src}: the image records no pixel size; give the pixel size (um) with the NA")
-        kw["fc"] = resolve_fc(user_fc, file_pixel_size=px, **optics)
+            px = img.pixel_size.get("X") if optics["pixel_size"] is None else None
+            if optics["pixel_size"] is None and px is None:
+                raise InputError(f"{src}: the image records no pixel size; give the pixel size (um) with the NA")
+            return dict(kw, fc=resolve_fc(user_fc, file_pixel_size=px, **optics))
+        if user_fc is None and file_optics and loaded[0].uses_optics:
+            from sharpscope.restore import optics_from_metadata
+
+            found = optics_from_metadata(img.metadata, img.pixel_size, img.axes, img.data.shape)
+            if found is not None:
+                return dict(kw, **found)
+        return kw
 
     def check(dests: Sequence[Path]) -> None:
         if dtype == "float32":
@@ -670,17 +682,17 @@ def restore_files(
     def work(src: Path, dst: Path) -> Path:
         net = loaded[0]
         if parallel.use_chunks(src, dst, axes, chunks, workers, cluster):
-            file_fc(src, lambda: read_image(src, axes=axes, lazy=True).pixel_size.get("X"))
+            opts = file_optics_kw(src, read_image(src, axes=axes, lazy=True))
             return parallel.restore_dask(
                 net, src, dst, axes=axes, chunks=chunks, workers=workers, cluster=cluster,
-                desc=desc, warn_range=warn_range, **kw,
+                desc=desc, warn_range=warn_range, **opts,
             )
         img = read_image(src, axes=axes)
-        file_fc(src, lambda: img.pixel_size.get("X"))
+        opts = file_optics_kw(src, img)
         message = net.check_range(img.data, img.axes) if warn_range else None
         if message is not None:
             warnings.warn(f"{src}: {message}", RangeWarning, stacklevel=4)
-        restored = net.predict(img.data, axes=img.axes, desc=desc or src.name, warn_range=False, **kw)
+        restored = net.predict(img.data, axes=img.axes, desc=desc or src.name, warn_range=False, **opts)
         return write_image(dst, restored, img.axes, pixel_size=img.pixel_size)
 
     from sharpscope import parallel

@@ -802,8 +802,8 @@ def restore_array(
     # a noise-conditioned network's noise level and the range check are estimated on
     noises: list[tuple[float, ...] | None] = [None] * len(groups)
     conditioned = bool(getattr(model.network, "noise_input", False))
-    optics = model.optics(fc, modality)  # appended to each noise level (optics-conditioned nets)
-    extra = () if optics is None else tuple(float(v) for v in optics)
+    # appended to each channel's noise level (optics-conditioned networks)
+    extras = [() if o is None else tuple(float(v) for v in o) for o in model.optics(fc, modality, len(groups))]
     if conditioned or warn_range:
         from sharpscope.models.noisemap import crop_slices, image_noise_params, reference_plane
         from sharpscope.normalize import normalize
@@ -819,7 +819,7 @@ def restore_array(
             lo, hi = scales[i]
             if conditioned:
                 noise = image_noise_params(normalize(crop, lo, hi))
-                noises[i] = tuple(float(v) for v in noise) + extra
+                noises[i] = tuple(float(v) for v in noise) + extras[i]
             checks.append((crop[crop_slices(*crop.shape, RANGE_CROP)], lo, hi))
         message = model.range_message(checks) if warn_range else None
         if message is not None:

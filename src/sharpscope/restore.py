@@ -44,6 +44,8 @@ __all__ = [
     "Model",
     "check_finite",
     "load_model",
+    "optics_condition",
+    "optics_from_metadata",
     "resolve_device",
 ]
 
@@ -197,12 +199,17 @@ class Model:
         """Whether the network takes the optics (cut-off fc, modality) as an input."""
         return bool(getattr(self.network, "optics_input", False))
 
-    def optics(self, fc: float | None, modality: str | None = None) -> torch.Tensor | None:
-        """The optics condition of this model for ``fc`` / ``modality`` (None: not used).
+    def optics(
+        self, fc: Any, modality: Any = None, channels: int = 1
+    ) -> list[torch.Tensor | None]:
+        """The optics condition of each of ``channels`` channels (None: not used).
 
-        A model that does not take the optics ignores them with one ``UserWarning``.
+        ``fc`` and ``modality`` are one value for every channel or one per channel
+        (their emission wavelengths differ, so do their cut-offs).  A model that does
+        not take the optics ignores them with one ``UserWarning``.
         """
-        return optics_condition(self.network, fc, modality)
+        fcs, mods = _per_channel(fc, channels, "fc"), _per_channel(modality, channels, "modality")
+        return [optics_condition(self.network, f, m) for f, m in zip(fcs, mods, strict=True)]
 
     @property
     def name(self) -> str:
@@ -516,14 +523,16 @@ class Model:
             checked to stay within 1e-4 of the plain network's output range;
             bfloat16 (CPUs with native support, or CUDA) and float16 (CUDA) are
             faster but less exact.
-        fc : float, optional
+        fc : float or sequence of float, optional
             The optics' cut-off ``NA * pixel / emission wavelength`` in cycles per
             pixel (0.25 = Nyquist sampling; :func:`sharpscope.blind.resolve_fc`
             computes it from NA, wavelength and pixel size).  An optics-conditioned
             model (:attr:`uses_optics`, like the bundled ``widefield-2d``) then
             knows how much blur to undo; without it the model judges the blur
-            from the image.  Other models ignore it (one ``UserWarning``).
-        modality : {'widefield', 'confocal'}, optional
+            from the image.  Other models ignore it (one ``UserWarning``).  One
+            value per channel for an image with a ``C`` axis (their emission
+            wavelengths differ), or one for all.
+        modality : {'widefield', 'confocal'} or sequence of them, optional
             The microscope type, with ``fc`` (default widefield).
 
         Returns
@@ -583,7 +592,7 @@ class Model:
 
         pmin, pmax = self.percentiles
         net = self.network.to(dev)
-        optics = self.optics(fc, modality)
+        optics = self.optics(fc, modality, n_chan)
         batch_size = self._memory_batch(batch_size, tile, (h, w), dev)
 
         out = np.empty(planes.shape, dtype=np.float32)
@@ -591,7 +600,7 @@ class Model:
             chan = planes[c]
             lo, hi = _scale(chan, pmin, pmax)
             normed = normalize(chan, lo, hi)
-            fn = network_function(net, normed[len(normed) // 2], tta, precision=precision, optics=optics)
+            fn = network_function(net, normed[len(normed) // 2], tta, precision=precision, optics=optics[c])
             label = desc if n_chan == 1 else f"{desc or 'channel'} {c}"
             restored = predict_tiled(
                 fn,
@@ -673,6 +682,51 @@ def network_function(
         return call(x) if not tta else _dihedral_mean(call, x)
 
     return fn
+
+
+def optics_from_metadata(
+    metadata: dict[str, Any], pixel_size: dict[str, float], axes: str, shape: Sequence[int]
+) -> dict[str, Any] | None:
+    """``fc`` and ``modality`` (per channel) from the optics an image file records.
+
+    Needs the objective NA, the X pixel size and one emission wavelength per channel
+    (``metadata['optics']``, read from OME-TIFF by :func:`sharpscope.io.read_image`);
+    None when any is missing, when a channel was recorded by a modality other than
+    widefield or confocal (multiphoton, SIM...), or when a cut-off falls outside
+    (0, 0.5] cycles/pixel.  A channel without a recorded mode counts as widefield.
+
+    Examples
+    --------
+    >>> meta = {"optics": {"na": 1.4, "wavelength_em": [520.0, 610.0], "modality": ["widefield", "confocal"]}}
+    >>> optics_from_metadata(meta, {"X": 0.065, "Y": 0.065}, "CYX", (2, 64, 64))
+    {'fc': [0.175, 0.1492], 'modality': ['widefield', 'confocal']}
+    """
+    optics = (metadata or {}).get("optics") or {}
+    na, px = optics.get("na"), (pixel_size or {}).get("X")
+    waves = list(optics.get("wavelength_em") or [])
+    n = int(shape[axes.index("C")]) if "C" in axes else 1
+    if na is None or px is None or len(waves) != n or any(w is None for w in waves):
+        return None
+    modes = list(optics.get("modality") or [None] * n)
+    if len(modes) != n or any(m not in (None, "widefield", "confocal") for m in modes):
+        return None
+    fcs = [float(na) * float(px) * 1000.0 / float(w) for w in waves]
+    if not all(0.0 < f <= 0.5 for f in fcs):
+        return None
+    modes = [m or "widefield" for m in modes]
+    if "C" not in axes:
+        return {"fc": round(fcs[0], 4), "modality": modes[0]}
+    return {"fc": [round(f, 4) for f in fcs], "modality": modes}
+
+
+def _per_channel(value: Any, n: int, what: str) -> list[Any]:
+    """``value`` repeated for ``n`` channels, or its ``n`` entries (one per channel)."""
+    if value is None or isinstance(value, (str, int, float, np.floating, np.integer)):
+        return [value] * n
+    values = list(value)
+    if len(values) != n:
+        raise ConfigError(f"{what}: {len(values)} values for {n} channel(s); give one, or one per channel")
+    return values
 
 
 def optics_condition(

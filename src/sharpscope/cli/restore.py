@@ -77,6 +77,11 @@ def add_restore_optics(p: argparse.ArgumentParser) -> None:
         "--modality", choices=("widefield", "confocal"), default=None,
         help="microscope type, with the optics (default widefield)",
     )
+    g.add_argument(
+        "--ignore-file-optics", action="store_true",
+        help="without the flags above, the optics a file records (OME-TIFF objective NA, "
+        "emission wavelengths, acquisition mode, pixel size) are used; this ignores them",
+    )
 
 
 def check_restore_optics(args: argparse.Namespace) -> None:
@@ -233,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
             na=args.na,
             wavelength=args.wavelength,
             pixel_size=args.pixel_size,
+            file_optics=not args.ignore_file_optics,
             suffix=args.suffix,
             overwrite=args.overwrite,
             skip_existing=args.skip_existing,

@@ -77,6 +77,9 @@ def _read_tiff_quietly(p: Path, lazy: bool = False):
         if tif.is_ome and tif.ome_metadata:
             meta["format"] = "ome-tiff"
             pixel_size = _ome_pixel_size(tif.ome_metadata)
+            optics = ome_optics(tif.ome_metadata)
+            if optics:
+                meta["optics"] = optics
         elif tif.is_imagej:
             meta["format"] = "imagej"
             ij = tif.imagej_metadata or {}
@@ -155,6 +158,80 @@ def _ome_pixel_size(xml: str) -> dict[str, float]:
                     out[ax] = value * scale
             return out
     return {}
+
+
+# OME AcquisitionMode values whose PSF the optics-conditioned network knows
+_OME_MODES = {
+    "widefield": "widefield",
+    "tirf": "widefield",
+    "laserscanningconfocalmicroscopy": "confocal",
+    "spinningdiskconfocal": "confocal",
+    "slitscanconfocal": "confocal",
+}
+
+
+def ome_optics(xml: str) -> dict[str, Any]:
+    """The optics an OME-XML document records for its first image.
+
+    Returns
+    -------
+    dict
+        ``na`` (the ``LensNA`` of the objective the image's ``ObjectiveSettings``
+        name, else of the only objective), ``wavelength_em`` (nm, one entry per
+        ``Channel``, None where absent) and ``modality`` (per channel:
+        ``'widefield'``, ``'confocal'``, ``'other'`` for another
+        ``AcquisitionMode`` such as multiphoton or SIM, None when not recorded);
+        only the keys found.  Empty when nothing is recorded or the XML is broken.
+
+    Examples
+    --------
+    >>> xml = (
+    ...     '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+    ...     '<Instrument ID="Instrument:0"><Objective ID="Objective:0" LensNA="1.4"/></Instrument>'
+    ...     '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint16" '
+    ...     'SizeX="8" SizeY="8" SizeC="2" SizeZ="1" SizeT="1">'
+    ...     '<Channel ID="Channel:0:0" EmissionWavelength="520" AcquisitionMode="WideField"/>'
+    ...     '<Channel ID="Channel:0:1" EmissionWavelength="0.61" EmissionWavelengthUnit="µm"/>'
+    ...     '</Pixels></Image></OME>'
+    ... )
+    >>> ome_optics(xml)
+    {'na': 1.4, 'wavelength_em': [520.0, 610.0], 'modality': ['widefield', None]}
+    """
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return {}
+
+    def local(elem: Any) -> str:
+        return elem.tag.rsplit("}", 1)[-1]
+
+    objectives = {e.get("ID"): _to_float(e.get("LensNA")) for e in root.iter() if local(e) == "Objective"}
+    image = next((e for e in root.iter() if local(e) == "Image"), None)
+    if image is None:
+        return {}
+    out: dict[str, Any] = {}
+    chosen = next((e.get("ID") for e in image.iter() if local(e) == "ObjectiveSettings"), None)
+    if chosen in objectives:
+        na = objectives[chosen]
+    else:
+        na = next(iter(objectives.values())) if len(objectives) == 1 else None
+    if na is not None and na > 0:
+        out["na"] = na
+    pixels = next((e for e in image.iter() if local(e) == "Pixels"), None)
+    channels = [] if pixels is None else [e for e in pixels if local(e) == "Channel"]
+    waves, modes = [], []
+    for ch in channels:
+        wl = _to_float(ch.get("EmissionWavelength"))
+        unit = ch.get("EmissionWavelengthUnit", "nm")
+        factor = {"nm": 1.0, "µm": 1000.0, "um": 1000.0, "Å": 0.1, "pm": 0.001}.get(unit)
+        waves.append(wl * factor if wl is not None and factor is not None and wl > 0 else None)
+        mode = ch.get("AcquisitionMode")
+        modes.append(None if mode is None else _OME_MODES.get(mode.lower(), "other"))
+    if any(w is not None for w in waves):
+        out["wavelength_em"] = waves
+    if any(m is not None for m in modes):
+        out["modality"] = modes
+    return out
 
 
 def _is_subsequence(axes: str, order: str) -> bool:
