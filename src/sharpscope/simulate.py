@@ -759,6 +759,32 @@ class MixturePreset(Preset):
         raise ConfigError(f"mixture {self.name!r} draws its PSFs through its components")
 
 
+_BROAD = MicroscopePreset(
+    name="fluorescence-broad",
+    description=(
+        "what microscopes produce (2-D): air/water/oil objectives NA 0.25-1.45, emission "
+        "450-680 nm, widefield or confocal (0.5-1.5 AU), 0.5-2x Nyquist sampling, mild "
+        "defocus and aberrations, out-of-focus haze, camera noise 5-1000 photons per unit "
+        "intensity with read noise, offset, 12/16-bit ADC and hot pixels; procedural "
+        "specimens and natural-image textures"
+    ),
+    specimen=SpecimenModel(
+        kinds=(
+            ("mixed", 0.15),
+            ("filaments", 0.12),
+            ("nuclei", 0.18),
+            ("membranes", 0.08),
+            ("puncta", 0.12),
+            ("texture", 0.35),
+        ),
+        density=(0.3, 3.0),
+    ),
+    noise=CameraNoise(),
+    haze_probability=0.4,
+    haze=(0.05, 0.6),
+    haze_sigma=(4.0, 16.0),
+)
+
 PRESETS: dict[str, Preset] = {
     "mrbcr-widefield": OpticsPreset(
         name="mrbcr-widefield",
@@ -778,53 +804,15 @@ PRESETS: dict[str, Preset] = {
             gain=(0.002, 0.05), gain_log=True, sigma=(0.001, 0.03), bits=16, salt_pepper=1e-5
         ),
     ),
-    "fluorescence-broad": MicroscopePreset(
-        name="fluorescence-broad",
-        description=(
-            "what microscopes produce (2-D): air/water/oil objectives NA 0.25-1.45, emission "
-            "450-680 nm, widefield or confocal (0.5-1.5 AU), 0.5-2x Nyquist sampling, mild "
-            "defocus and aberrations, out-of-focus haze, camera noise 5-1000 photons per unit "
-            "intensity with read noise, offset, 12/16-bit ADC and hot pixels; procedural "
-            "specimens and natural-image textures"
-        ),
-        specimen=SpecimenModel(
-            kinds=(
-                ("mixed", 0.15),
-                ("filaments", 0.12),
-                ("nuclei", 0.18),
-                ("membranes", 0.08),
-                ("puncta", 0.12),
-                ("texture", 0.35),
-            ),
-            density=(0.3, 3.0),
-        ),
-        noise=CameraNoise(),
-        haze_probability=0.4,
-        haze=(0.05, 0.6),
-        haze_sigma=(4.0, 16.0),
-    ),
-    "fluorescence-granular": MicroscopePreset(
+    "fluorescence-broad": _BROAD,
+    "fluorescence-granular": dataclasses.replace(
+        _BROAD,
         name="fluorescence-granular",
         description=(
             "fluorescence-broad whose procedural specimens are, half of the time, modulated "
             "by fine granular texture (amplitude 0.1-0.6, correlation 0.5-2 px) kept in the "
             "ground truth: detail down to the pixel that bright images resolve"
         ),
-        specimen=SpecimenModel(
-            kinds=(
-                ("mixed", 0.15),
-                ("filaments", 0.12),
-                ("nuclei", 0.18),
-                ("membranes", 0.08),
-                ("puncta", 0.12),
-                ("texture", 0.35),
-            ),
-            density=(0.3, 3.0),
-        ),
-        noise=CameraNoise(),
-        haze_probability=0.4,
-        haze=(0.05, 0.6),
-        haze_sigma=(4.0, 16.0),
         granularity_probability=0.5,
         granularity=(0.1, 0.6),
         granularity_length=(0.5, 2.0),
