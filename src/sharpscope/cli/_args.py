@@ -123,3 +123,32 @@ def setup_compute(args: argparse.Namespace) -> int:
 
     tune_allocator()
     return set_threads(getattr(args, "threads", None))
+
+
+def add_optics_flags(group: argparse._ArgumentGroup, pixel_default: str = "the file's own") -> None:
+    """``--fc`` or ``--na --wavelength [--pixel-size]``: the optics as one cut-off."""
+    group.add_argument(
+        "--fc", type=number(positive=True), metavar="FC",
+        help="cut-off frequency NA * pixel / emission wavelength in cycles/pixel (0.25 = Nyquist)",
+    )
+    group.add_argument("--na", type=number(positive=True), metavar="NA", help="numerical aperture")
+    group.add_argument(
+        "--wavelength", type=number(positive=True), metavar="NM", help="emission wavelength in nm"
+    )
+    group.add_argument(
+        "--pixel-size", type=number(positive=True), metavar="UM",
+        help=f"pixel size in the sample plane, um (default with --na: {pixel_default})",
+    )
+
+
+def check_optics_flags(args: argparse.Namespace) -> None:
+    """Refuse inconsistent ``add_optics_flags`` flags with one line, before any file is read."""
+    from sharpscope.errors import ConfigError
+
+    optics = [n for n in ("na", "wavelength", "pixel_size") if getattr(args, n) is not None]
+    if args.fc is not None and optics:
+        raise ConfigError("give either --fc or the optics (--na, --wavelength, --pixel-size), not both")
+    if optics and not {"na", "wavelength"} <= set(optics):
+        raise ConfigError("the optics need --na and --wavelength (and --pixel-size unless the file records it)")
+    if args.fc is not None and not args.fc <= 0.5:
+        raise ConfigError(f"--fc must be at most 0.5 cycles/pixel, got {args.fc:g}")

@@ -9,10 +9,12 @@ from pathlib import Path
 
 from sharpscope.cli._args import (
     add_json,
+    add_optics_flags,
     add_output,
     add_progress,
     add_quiet,
     add_threads,
+    check_optics_flags,
     note,
     number,
     setup_compute,
@@ -42,21 +44,10 @@ def add_optics(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "optics (optional; unknown when omitted: the network estimates the cut-off)"
     )
-    g.add_argument(
-        "--fc", type=number(positive=True), metavar="FC",
-        help="cut-off frequency NA * pixel / wavelength in cycles/pixel (0.25 = Nyquist)",
-    )
+    add_optics_flags(g)
     g.add_argument(
         "--theta-max", type=number(), metavar="T",
         help="largest aberration coefficient expected, waves RMS (e.g. 0.2)",
-    )
-    g.add_argument("--na", type=number(positive=True), metavar="NA", help="numerical aperture")
-    g.add_argument(
-        "--wavelength", type=number(positive=True), metavar="NM", help="emission wavelength in nm"
-    )
-    g.add_argument(
-        "--pixel-size", type=number(positive=True), metavar="UM",
-        help="pixel size in the sample plane, um (default with --na: the file's own)",
     )
     g.add_argument(
         "--identifier", default=None, metavar="NAME|FILE",
@@ -67,13 +58,7 @@ def add_optics(p: argparse.ArgumentParser) -> None:
 
 def check_optics(args: argparse.Namespace) -> None:
     """Refuse inconsistent optics flags with one line, before any file is read."""
-    optics = [n for n in ("na", "wavelength", "pixel_size") if getattr(args, n) is not None]
-    if args.fc is not None and optics:
-        raise ConfigError("give either --fc or the optics (--na, --wavelength, --pixel-size), not both")
-    if optics and not {"na", "wavelength"} <= set(optics):
-        raise ConfigError("the optics need --na and --wavelength (and --pixel-size unless the file records it)")
-    if args.fc is not None and not args.fc <= 0.5:
-        raise ConfigError(f"--fc must be at most 0.5 cycles/pixel, got {args.fc:g}")
+    check_optics_flags(args)
     if args.theta_max is not None and not 0 <= args.theta_max <= 2:
         raise ConfigError(f"--theta-max must be between 0 and 2 waves, got {args.theta_max:g}")
 

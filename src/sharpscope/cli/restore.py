@@ -10,13 +10,14 @@ import warnings
 from sharpscope.cli._args import (
     add_batch,
     add_json,
+    add_optics_flags,
     add_output,
     add_progress,
     add_quiet,
     add_threads,
+    check_optics_flags,
     integer,
     note,
-    number,
     setup_compute,
     show_progress,
 )
@@ -61,18 +62,7 @@ def add_restore_optics(p: argparse.ArgumentParser) -> None:
         "optics (optional; the bundled model restores better when it knows them, and judges "
         "the blur from the image without them)"
     )
-    g.add_argument(
-        "--fc", type=number(positive=True), metavar="FC",
-        help="cut-off frequency NA * pixel / emission wavelength in cycles/pixel (0.25 = Nyquist)",
-    )
-    g.add_argument("--na", type=number(positive=True), metavar="NA", help="numerical aperture")
-    g.add_argument(
-        "--wavelength", type=number(positive=True), metavar="NM", help="emission wavelength in nm"
-    )
-    g.add_argument(
-        "--pixel-size", type=number(positive=True), metavar="UM",
-        help="pixel size in the sample plane, um (default with --na: each file's own)",
-    )
+    add_optics_flags(g, "each file's own")
     g.add_argument(
         "--modality", choices=("widefield", "confocal"), default=None,
         help="microscope type, with the optics (default widefield)",
@@ -88,14 +78,8 @@ def check_restore_optics(args: argparse.Namespace) -> None:
     """Refuse inconsistent optics flags with one line, before any file is read."""
     from sharpscope.errors import ConfigError
 
-    optics = [n for n in ("na", "wavelength", "pixel_size") if getattr(args, n) is not None]
-    if args.fc is not None and optics:
-        raise ConfigError("give either --fc or the optics (--na, --wavelength, --pixel-size), not both")
-    if optics and not {"na", "wavelength"} <= set(optics):
-        raise ConfigError("the optics need --na and --wavelength (and --pixel-size unless the file records it)")
-    if args.fc is not None and not args.fc <= 0.5:
-        raise ConfigError(f"--fc must be at most 0.5 cycles/pixel, got {args.fc:g}")
-    if args.modality is not None and args.fc is None and not optics:
+    check_optics_flags(args)
+    if args.modality is not None and args.fc is None and args.na is None:
         raise ConfigError("--modality goes with the optics (--fc, or --na and --wavelength)")
 
 
