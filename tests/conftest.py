@@ -68,6 +68,33 @@ def make_tiny_model(path: Path, seed: int = 0, tile: int = 64, overlap: int = 32
     return save_model(path, net, header)
 
 
+def make_tiny_optics_model(path: Path, seed: int = 5) -> Path:
+    """Save a small noise- and optics-conditioned 'mrbcr' model file at ``path``.
+
+    Its FiLM blocks are randomised far from the identity, so the optics change its output.
+    """
+    from sharpscope.models.format import save_model
+    from sharpscope.models.mrbcr import MRBCR
+
+    hp = dict(TINY_MRBCR_HPARAMS, noise_input=True, optics_input=True)
+    torch.manual_seed(seed)
+    net = MRBCR(**hp)
+    with torch.no_grad():
+        for films in net.film.values():
+            for film in films:
+                film.out.weight.normal_(0, 1.0)
+    header = {
+        "name": "tiny-optics",
+        "description": "randomly initialised optics-conditioned m-rBCR for tests",
+        "architecture": "mrbcr",
+        "hparams": hp,
+        "tile": {"size": 64, "overlap": 32},
+        "provenance": "tests/conftest.py, random initialisation",
+        "license": "BSD-3-Clause",
+    }
+    return save_model(path, net, header)
+
+
 @pytest.fixture
 def tiny_model_path(tmp_path: Path) -> Path:
     """Path of a small randomly initialised 'mrbcr' model file (tile 64, overlap 32)."""

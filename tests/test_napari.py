@@ -168,37 +168,11 @@ def test_restore_bad_model_file_notifies(viewer, qtbot, tmp_path, monkeypatch):
     assert "img restored" in viewer.layers
 
 
-def _optics_model(path):
-    """A tiny optics-conditioned model file whose FiLM blocks are far from the identity."""
-    import torch
-
-    from conftest import TINY_MRBCR_HPARAMS
-    from sharpscope.models.format import save_model
-    from sharpscope.models.mrbcr import MRBCR
-
-    hp = dict(TINY_MRBCR_HPARAMS, noise_input=True, optics_input=True)
-    torch.manual_seed(3)
-    net = MRBCR(**hp)
-    with torch.no_grad():
-        for films in net.film.values():
-            for film in films:
-                film.out.weight.normal_(0, 1.0)
-    header = {
-        "name": "tiny-optics",
-        "description": "randomly initialised optics-conditioned m-rBCR for the napari tests",
-        "architecture": "mrbcr",
-        "hparams": hp,
-        "tile": {"size": 64, "overlap": 32},
-        "provenance": "tests/test_napari.py, random initialisation",
-        "license": "BSD-3-Clause",
-    }
-    return save_model(path, net, header)
-
-
 def test_restore_with_optics_equals_predict_with_fc(viewer, qtbot, tmp_path, monkeypatch):
     import warnings
 
     import sharpscope
+    from conftest import make_tiny_optics_model
     from sharpscope.blind import resolve_fc
     from sharpscope.napari._restore import (
         FILE_CHOICE,
@@ -208,7 +182,7 @@ def test_restore_with_optics_equals_predict_with_fc(viewer, qtbot, tmp_path, mon
     )
 
     shown = error_messages(monkeypatch)
-    path = _optics_model(tmp_path / "optics.safetensors")
+    path = make_tiny_optics_model(tmp_path / "optics.safetensors", seed=3)
     yy, xx = np.mgrid[:48, :56]
     img = (100 + 60 * (1 + np.sin(xx / 3.0) * np.cos(yy / 5.0))).astype(np.float32)
     layer = viewer.add_image(img, name="img", scale=(0.1, 0.1))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_MRBCR_HPARAMS, TINY_TRAIN_HPARAMS
+from conftest import TINY_MRBCR_HPARAMS, TINY_TRAIN_HPARAMS, make_tiny_optics_model
 from sharpscope.errors import ConfigError, InputError
 from sharpscope.io import read_image, write_image
 from sharpscope.models.format import load_network, save_model
@@ -22,24 +22,8 @@ from sharpscope.restore import load_model
 HP = dict(TINY_MRBCR_HPARAMS, noise_input=True, optics_input=True)
 
 
-def _optics_model_file(path, seed=5):
-    """A tiny optics-conditioned model whose FiLM blocks are far from the identity."""
-    torch.manual_seed(seed)
-    net = MRBCR(**HP)
-    with torch.no_grad():
-        for films in net.film.values():
-            for film in films:
-                film.out.weight.normal_(0, 1.0)
-    header = {
-        "name": "tiny-optics",
-        "description": "randomly initialised optics-conditioned m-rBCR for tests",
-        "architecture": "mrbcr",
-        "hparams": HP,
-        "tile": {"size": 64, "overlap": 32},
-        "provenance": "tests/test_optics_conditioning.py, random initialisation",
-        "license": "BSD-3-Clause",
-    }
-    return save_model(path, net, header)
+def _optics_model_file(path):
+    return make_tiny_optics_model(path)
 
 
 def _image(seed=0, shape=(96, 96)):
