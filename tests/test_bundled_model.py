@@ -26,6 +26,7 @@ def test_default_model_ships_in_the_package(default_model):
     assert h.name == DEFAULT_MODEL and h.architecture == "mrbcr"
     assert h.training is not None and h.training["data"]["simulate"] == "fluorescence-mix"
     assert h.hparams["noise_input"] is True and default_model.network.noise_input
+    assert h.hparams["optics_input"] is True and default_model.uses_optics
     assert h.license and h.provenance
 
 
@@ -50,15 +51,18 @@ def test_training_configs_of_the_default_model_validate_and_match_it(default_mod
     configs = Path(__file__).resolve().parents[1] / "configs"
     first = load_config(configs / "widefield-2d.yaml")
     third = load_config(configs / "widefield-2d-finetune.yaml")
-    final = load_config(configs / "widefield-2d-nc.yaml")
+    fifth = load_config(configs / "widefield-2d-nc.yaml")
+    final = load_config(configs / "widefield-2d-oc.yaml")
     h = default_model.header
-    for cfg in (first, third, final):
+    for cfg in (first, third, fifth, final):
         assert cfg.name == h.name and cfg.model.arch == h.architecture
         assert cfg.model.hparams["decimation"] == h.hparams["decimation"]
         assert (cfg.tile_size, cfg.tile_overlap) == (h.tile.size, h.tile.overlap)
-    # the shipped weights come from the noise-conditioned stage, started from the widened
-    # third stage (its init file is written by noisemap.widen_model, see the config's comment)
+    # the shipped weights come from the optics-conditioned stage, started from the widened
+    # noise-conditioned fifth stage, itself from the widened third (the init files are
+    # written by noisemap.widen_model, see the configs' comments)
     assert third.model.init == "runs/widefield-2d"  # where the README's first command writes
-    assert final.model.init == "runs/widefield-2d-nc-init.safetensors"
+    assert fifth.model.init == "runs/widefield-2d-nc-init.safetensors"
+    assert final.model.init == "runs/widefield-2d-oc-init.safetensors"
     assert _config_diff(h.training, final.model_dump(mode="json")) == []
-    assert "fine-tuning runs/widefield-2d-nc-init.safetensors" in h.provenance
+    assert "fine-tuning runs/widefield-2d-oc-init.safetensors" in h.provenance
