@@ -85,6 +85,8 @@ def test_bundled_model_package_passes_bioimageio_test(tmp_path, offline):
     assert arch["import_from"] == "sharpscope.export.bioimageio"
     assert arch["kwargs"]["hparams"] == model.header.hparams
     assert "## Validation" in files["README.md"].decode()
+    # the package runs the optics-conditioned network without the optics, and says so
+    assert "runs it without them" in files["README.md"].decode()
     assert files["cover.png"][:8] == b"\x89PNG\r\n\x1a\n"
 
     # the test output is the model's restoration: mapped back with the input's percentiles it

@@ -391,7 +391,15 @@ def _readme(
         "",
         "It restores 2-D fluorescence microscopy images: it removes noise and undoes the blur "
         "of the microscope (denoising and deconvolution) in one pass. 3-D stacks and time "
-        "series are restored plane by plane.",
+        "series are restored plane by plane."
+        + (
+            " In sharpscope the network can also be told the optics (the cut-off "
+            "NA * pixel / emission wavelength and the modality: `sharpscope restore --na "
+            "... --wavelength ...`); this package runs it without them, so it judges the "
+            "blur from the image alone."
+            if getattr(model.network, "optics_input", False)
+            else ""
+        ),
         "",
         "## Input and output",
         "",
