@@ -479,8 +479,8 @@ class Model:
         tta: bool = False,
         warn_range: bool = True,
         precision: str = "float32",
-        fc: float | None = None,
-        modality: str | None = None,
+        fc: float | Sequence[float] | None = None,
+        modality: str | Sequence[str] | None = None,
     ) -> np.ndarray:
         """Restore a whole image.
 
@@ -710,7 +710,9 @@ def optics_from_metadata(
     modes = list(optics.get("modality") or [None] * n)
     if len(modes) != n or any(m not in (None, "widefield", "confocal") for m in modes):
         return None
-    fcs = [float(na) * float(px) * 1000.0 / float(w) for w in waves]
+    from sharpscope.physics.psf import cutoff_frequency
+
+    fcs = [cutoff_frequency(float(na), float(w), float(px)) for w in waves]
     if not all(0.0 < f <= 0.5 for f in fcs):
         return None
     modes = [m or "widefield" for m in modes]
