@@ -268,16 +268,17 @@ def test_per_channel_optics_and_the_optics_an_ome_tiff_records(tmp_path):
     meta = read_image(path).metadata["optics"]
     # the objective the image names (not the first one), wavelengths in nm
     assert meta == {"na": 1.4, "wavelength_em": [490.0, 700.0], "modality": ["confocal", None]}
-    out = restore_files(path, tmp_path / "out.tif", model=model, warn_range=False, device="cpu")
+    out = restore_files(path, tmp_path / "out.tif", model=model, warn_range=False, device="cpu", file_optics=True)
     # fc = 1.4 * 0.0875 um / 0.49 um = 0.25 and / 0.7 um = 0.175
     assert np.array_equal(read_image(out[0]).data, both)
-    ignored = restore_files(path, tmp_path / "plain.tif", model=model, warn_range=False, device="cpu", file_optics=False)
+    # opt-in: by default the file's optics are not used
+    ignored = restore_files(path, tmp_path / "plain.tif", model=model, warn_range=False, device="cpu")
     assert np.array_equal(read_image(ignored[0]).data, model.predict(img, axes="CYX", warn_range=False))
     # given optics win over the file's
-    given = restore_files(path, tmp_path / "given.tif", model=model, fc=0.2, warn_range=False, device="cpu")
+    given = restore_files(path, tmp_path / "given.tif", model=model, fc=0.2, warn_range=False, device="cpu", file_optics=True)
     assert np.array_equal(read_image(given[0]).data, model.predict(img, axes="CYX", fc=0.2, warn_range=False))
     # a modality the network does not know: the file's optics are not used
     odd = tmp_path / "mp.ome.tif"
     tifffile.imwrite(odd, img, description=OME.format(mode="MultiPhotonMicroscopy"), metadata=None)
-    out = restore_files(odd, tmp_path / "mp_out.tif", model=model, warn_range=False, device="cpu")
+    out = restore_files(odd, tmp_path / "mp_out.tif", model=model, warn_range=False, device="cpu", file_optics=True)
     assert np.array_equal(read_image(out[0]).data, model.predict(img, axes="CYX", warn_range=False))

@@ -550,7 +550,7 @@ def restore_files(
     chunks: int | Sequence[int] | None = None,
     workers: int | None = None,
     cluster: str | None = None,
-    file_optics: bool = True,
+    file_optics: bool = False,
     **kw: Any,
 ) -> BatchResult:
     """Restore image files and write the results (``sharpscope restore``).
@@ -594,11 +594,10 @@ def restore_files(
         ``warn_range``, ``fc``, ``modality``); or the optics as ``na`` and
         ``wavelength`` (nm) with ``pixel_size`` (um, default: each file's own),
         from which each file's ``fc`` is computed
-        (:func:`sharpscope.blind.resolve_fc`).  With none of them, an
-        optics-conditioned model takes the optics a file records (OME-TIFF:
-        objective NA, channel emission wavelengths and acquisition mode, pixel
-        size; :func:`sharpscope.restore.optics_from_metadata`) unless
-        ``file_optics`` is False.  With ``warn_range`` (default True) and a model
+        (:func:`sharpscope.blind.resolve_fc`).  With none of them and
+        ``file_optics``, an optics-conditioned model takes the optics a file
+        records (OME-TIFF: objective NA, channel emission wavelengths and
+        acquisition mode, pixel size; :func:`sharpscope.restore.optics_from_metadata`).  With ``warn_range`` (default True) and a model
         that records its valid range, each input outside it gets one
         :class:`~sharpscope.errors.RangeWarning` naming the file.
 

@@ -59,8 +59,8 @@ def add_chunking(p: argparse.ArgumentParser) -> None:
 def add_restore_optics(p: argparse.ArgumentParser) -> None:
     """``--fc`` or ``--na --wavelength [--pixel-size]``, and ``--modality``."""
     g = p.add_argument_group(
-        "optics (optional; the bundled model restores better when it knows them, and judges "
-        "the blur from the image without them)"
+        "optics (optional; without them the model judges the blur from the image, see the "
+        "user guide for when they help)"
     )
     add_optics_flags(g, "each file's own")
     g.add_argument(
@@ -68,9 +68,9 @@ def add_restore_optics(p: argparse.ArgumentParser) -> None:
         help="microscope type, with the optics (default widefield)",
     )
     g.add_argument(
-        "--ignore-file-optics", action="store_true",
-        help="without the flags above, the optics a file records (OME-TIFF objective NA, "
-        "emission wavelengths, acquisition mode, pixel size) are used; this ignores them",
+        "--file-optics", action="store_true",
+        help="without the flags above, use the optics each file records (OME-TIFF objective "
+        "NA, emission wavelengths, acquisition mode, pixel size)",
     )
 
 
@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
             na=args.na,
             wavelength=args.wavelength,
             pixel_size=args.pixel_size,
-            file_optics=not args.ignore_file_optics,
+            file_optics=args.file_optics,
             suffix=args.suffix,
             overwrite=args.overwrite,
             skip_existing=args.skip_existing,
