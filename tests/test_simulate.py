@@ -52,7 +52,8 @@ def _gen(i=0):
 def test_presets_are_typed_and_named():
     assert set(PRESETS) == {
         "mrbcr-widefield", "poster-zernike", "fluorescence-broad", "fluorescence-mix",
-        "fluorescence-granular", "fluorescence-mix-granular",
+        "fluorescence-granular", "fluorescence-mix-granular", "fluorescence-bright",
+        "fluorescence-mix-bright", "fluorescence-beaded", "fluorescence-mix-beaded",
     }
     assert isinstance(PRESETS["fluorescence-broad"], MicroscopePreset)
     json.dumps(PRESETS["fluorescence-broad"].to_dict())
@@ -412,6 +413,26 @@ def test_mixture_preset_draws_each_component_exactly_as_alone():
         MixturePreset(name="bad", components=(("mrbcr-widefield", 0.0),))
     with pytest.raises(_ConfigError, match="itself a mixture"):
         MixturePreset(name="nested", components=(("fluorescence-mix", 1.0),)).parts()
+
+
+def test_bright_preset_reaches_thousands_of_photons():
+    from sharpscope.simulate import SimulatedPairs
+
+    bright = SimulatedPairs("fluorescence-bright", patch_size=32, seed=3)
+    photons = np.array([bright.sample(i)["params"]["photons"] for i in range(200)])
+    assert photons.min() >= 5 and photons.max() <= 4000
+    assert (photons > 1000).mean() > 0.1  # fluorescence-granular never goes there
+    granular = get_preset("fluorescence-granular")
+    assert granular.noise.photons[1] == 1000
+    assert get_preset("fluorescence-bright").granularity_probability > granular.granularity_probability
+    # beaded: the modulation can exceed 1, which cuts a structure into separate beads
+    beaded = get_preset("fluorescence-beaded")
+    assert beaded.granularity[1] > 1 and beaded.noise.photons == (5.0, 4000.0)
+    from sharpscope.simulate import _granular
+
+    p = dataclasses.replace(beaded, granularity_probability=1.0, granularity=(1.5, 1.5), granularity_length=(3.0, 3.0))
+    x, _ = _granular(p, torch.full((128, 128), 0.5), torch.Generator().manual_seed(1), 1.0)
+    assert 0.15 < float((x == 0).float().mean()) < 0.45  # gaps between beads
 
 
 def test_granular_preset_adds_fine_texture_and_changes_nothing_else():

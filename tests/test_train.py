@@ -93,6 +93,43 @@ def test_restoration_loss_hand_computed(decimation):
     assert float(single) < float(total)
 
 
+def test_sample_balanced_loss_hand_computed_and_weights_relative_error():
+    from sharpscope.training.losses import BALANCE_EPS
+
+    rng = np.random.default_rng(5)
+    gt = rng.random((3, 1, 8, 8))
+    outs = [gt + np.array([0.01, 0.1, 0.3])[:, None, None, None] * rng.normal(size=gt.shape),
+            rng.random((3, 1, 4, 4))]
+    per = np.zeros(3)
+    for o, f in zip(outs, (1, 2), strict=True):
+        t = gt.reshape(3, 1, 8 // f, f, 8 // f, f).mean(axis=(3, 5))
+        d = o - t
+        per += (d**2).mean(axis=(1, 2, 3)) + 0.5 * np.abs(np.fft.fft2(d)).mean(axis=(1, 2, 3)) / (8 // f)
+    w = (per + BALANCE_EPS) ** -1.0
+    w /= w.mean()
+    tt = [torch.tensor(o, dtype=torch.float32) for o in outs]
+    g = torch.tensor(gt, dtype=torch.float32)
+    total, parts = restoration_loss(tt, g, decimation="avgpool", sample_balance=1.0)
+    assert float(total) == pytest.approx(float((w * per).mean()), rel=1e-5)
+    # the per-scale parts are the plain means, as without balance
+    plain, plain_parts = restoration_loss(tt, g, decimation="avgpool")
+    assert float(plain) == pytest.approx(per.mean(), rel=1e-5)
+    assert [float(a) for a in parts] == pytest.approx([float(b) for b in plain_parts], rel=1e-5)
+    # the gradient reaches the nearly clean sample: with the plain mean the noisiest one dominates
+    # (pure MSE: the gradients scale with the errors, 30x apart, and with balance 1 inversely)
+    def grads(balance):
+        x = tt[0].clone().requires_grad_(True)
+        loss, _ = restoration_loss([x], g, fft_weight=0.0, sample_balance=balance)
+        loss.backward()
+        return x.grad.flatten(1).norm(dim=1)
+    g0, g1 = grads(0.0), grads(1.0)
+    assert float(g0[2] / g0[0]) > 10 and float(g1[2] / g1[0]) < 0.5  # (the clean one at the floor)
+    with pytest.raises(ConfigError, match="sample_balance"):
+        restoration_loss(tt, g, sample_balance=1.5)
+    with pytest.raises(ValueError):
+        TrainConfig(loss={"sample_balance": -0.1})
+
+
 def test_lr_schedule():
     cfg = TrainConfig(steps=10, lr=1e-3)
     assert lr_at(cfg, 0) == lr_at(cfg, 9) == 1e-3

@@ -194,12 +194,18 @@ class LossConfig(_Section):
         (unnormalised, as published) for ``'1d-width'``.
     scale_weights : list of float or None
         Weight per output scale (None: all 1, published).
+    sample_balance : float
+        0 (published): the batch mean of the samples' losses; up to 1: each sample
+        weighted by its own loss to the power ``-sample_balance`` (1 = every
+        sample's relative error counts alike, like a mean PSNR), see
+        :func:`sharpscope.training.losses.restoration_loss`.
     """
 
     fft_weight: float = Field(0.5, ge=0.0)
     fft_mode: Literal["2d", "1d-width"] = "2d"
     fft_norm: Literal["ortho", "backward"] | None = None
     scale_weights: list[float] | None = None
+    sample_balance: float = Field(0.0, ge=0.0, le=1.0)
 
     @field_validator("scale_weights")
     @classmethod

@@ -114,6 +114,7 @@ def restoration_loss(
     fft_norm: Literal["ortho", "backward"] | None = None,
     decimation: Literal["stride", "avgpool"] = "stride",
     scale_weights: Sequence[float] | None = None,
+    sample_balance: float = 0.0,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Multi-scale training loss: per scale MSE + ``fft_weight`` * Fourier term, summed.
 
@@ -131,6 +132,15 @@ def restoration_loss(
     decimation : {'stride', 'avgpool'}
     scale_weights : sequence of float, optional
         Weight of each scale (default all 1, as published).
+    sample_balance : float
+        ``gamma`` in [0, 1]: each sample's loss ``L_i`` (all scales) is weighted by
+        ``(L_i + eps)^-gamma`` (detached, ``eps`` = :data:`BALANCE_EPS`), the
+        weights normalised to mean 1 over the batch.  0 (default, published) is the
+        plain batch mean, in which the noisiest samples dominate; 1 follows the
+        gradient of ``mean_i log L_i``, which counts every sample's *relative*
+        error alike -- the way a mean PSNR over images does -- so that bright,
+        nearly clean images, whose absolute errors are small, still teach the
+        network to keep their detail.
 
     Returns
     -------
@@ -152,6 +162,11 @@ def restoration_loss(
         raise ConfigError(
             f"loss.scale_weights has {len(scale_weights)} entries but the network has {len(outputs)} outputs"
         )
+    if not 0.0 <= sample_balance <= 1.0:
+        raise ConfigError(f"sample_balance must be in [0, 1], got {sample_balance}")
+    if sample_balance:
+        return _balanced_loss(outputs, gt, fft_weight, fft_mode, fft_norm, decimation,
+                              scale_weights, sample_balance)
     gt = gt.float()
     h, w = gt.shape[-2:]
     total = gt.new_zeros(())
@@ -169,6 +184,45 @@ def restoration_loss(
         total = total + weight * loss
         parts.append(loss.detach())
     return total, parts
+
+
+BALANCE_EPS = 1e-3
+"""Floor of the per-sample loss in the ``sample_balance`` weights (about a 50 dB image):
+a blank or perfectly restored patch never takes the whole batch's weight."""
+
+
+def _check_scale(out: torch.Tensor, h: int, w: int, i: int) -> int:
+    oh, ow = out.shape[-2:]
+    if h % oh or w % ow or h // oh != w // ow:
+        raise ValueError(f"output {i} is {oh}x{ow}, not an integer decimation of {h}x{w}")
+    return h // oh
+
+
+def _balanced_loss(outputs, gt, fft_weight, fft_mode, fft_norm, decimation, scale_weights, gamma):
+    """:func:`restoration_loss` with per-sample weights ``(L_i + eps)^-gamma``."""
+    gt = gt.float()
+    h, w = gt.shape[-2:]
+    per_sample = gt.new_zeros(gt.shape[0])
+    parts = []
+    norm = _resolve_norm(fft_mode, fft_norm)
+    for i, out in enumerate(outputs):
+        out = out.float()
+        diff = out - _decimate(gt, _check_scale(out, h, w, i), decimation)
+        loss_i = torch.mean(diff**2, dim=tuple(range(1, diff.ndim)))
+        if fft_weight:
+            if fft_mode == "2d":
+                spec = torch.fft.fft2(diff, dim=(-2, -1), norm=norm)
+            elif fft_mode == "1d-width":
+                spec = torch.fft.fft(diff, dim=-1, norm=norm)
+            else:
+                raise ValueError(f"unknown fft_mode {fft_mode!r}; use '2d' or '1d-width'")
+            loss_i = loss_i + fft_weight * spec.abs().mean(dim=tuple(range(1, spec.ndim)))
+        weight = 1.0 if scale_weights is None else float(scale_weights[i])
+        per_sample = per_sample + weight * loss_i
+        parts.append(loss_i.mean().detach())
+    wts = (per_sample.detach() + BALANCE_EPS) ** (-gamma)
+    wts = wts / wts.mean()
+    return torch.mean(wts * per_sample), parts
 
 
 

@@ -368,6 +368,7 @@ class RestorationTask(Task):
             "fft_norm": c.fft_norm,
             "decimation": str(getattr(net, "decimation", "stride")),
             "scale_weights": c.scale_weights,
+            "sample_balance": c.sample_balance,
         }
 
     def training_loss(self, net, batch, precision):
