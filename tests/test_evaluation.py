@@ -258,3 +258,29 @@ def test_bench_ood_quick_runs_end_to_end(tmp_path, monkeypatch, capsys):
         "ood-worst-3.png",
     ]
     assert (doc.read_text() if doc.exists() else None) == before
+
+
+def test_bench_noise_input_scales_what_the_network_is_given(tmp_path, monkeypatch, capsys):
+    from conftest import make_tiny_optics_model
+
+    import sharpscope.models.noisemap as noisemap
+
+    model = make_tiny_optics_model(tmp_path / "tiny.safetensors")
+    measured = noisemap.image_noise_params
+    seen = []
+
+    def spy(plane):
+        out = measured(plane)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(noisemap, "image_noise_params", spy)
+    main = runpy.run_path(str(ROOT / "benchmarks" / "bench_noise_input.py"))["main"]
+    assert main(["--n", "3", "--size", "64", "--factors", "0.5", "2", "--model", str(model)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| x")]
+    assert [r.split(" |")[0] for r in rows] == ["| x0.5", "| x2"]
+    # the untrained network follows its noise input: the factor changes the result
+    alls = [float(r.rstrip(" |").rsplit("| ", 1)[1]) for r in rows]
+    assert alls[0] != alls[1]
+    assert noisemap.image_noise_params is spy  # restored after the run
+    assert len(seen) >= 6  # one measurement per image and factor, each then scaled
