@@ -24,7 +24,7 @@ def test_default_model_ships_in_the_package(default_model):
     assert any(m.name == DEFAULT_MODEL and m.source == "bundled" for m in list_models())
     h = default_model.header
     assert h.name == DEFAULT_MODEL and h.architecture == "mrbcr"
-    assert h.training is not None and h.training["data"]["simulate"] == "fluorescence-mix-granular"
+    assert h.training is not None and h.training["data"]["simulate"] == "fluorescence-mix-bright"
     assert h.hparams["noise_input"] is True and default_model.network.noise_input
     assert h.hparams["optics_input"] is True and default_model.uses_optics
     assert h.license and h.provenance
@@ -53,18 +53,23 @@ def test_training_configs_of_the_default_model_validate_and_match_it(default_mod
     third = load_config(configs / "widefield-2d-finetune.yaml")
     fifth = load_config(configs / "widefield-2d-nc.yaml")
     sixth = load_config(configs / "widefield-2d-oc.yaml")
-    final = load_config(configs / "widefield-2d-granular.yaml")
+    seventh = load_config(configs / "widefield-2d-granular.yaml")
+    final = load_config(configs / "widefield-2d-bright-b.yaml")
     h = default_model.header
-    for cfg in (first, third, fifth, sixth, final):
+    for cfg in (first, third, fifth, sixth, seventh, final):
         assert cfg.name == h.name and cfg.model.arch == h.architecture
         assert cfg.model.hparams["decimation"] == h.hparams["decimation"]
         assert (cfg.tile_size, cfg.tile_overlap) == (h.tile.size, h.tile.overlap)
-    # the shipped weights: the granular fine-tune of the optics-conditioned sixth stage,
-    # started from the widened noise-conditioned fifth, itself from the widened third (the
-    # init files are written by noisemap.widen_model, see the configs' comments)
+    # the shipped weights: the bright fine-tune (eighth stage, balanced loss) of the granular
+    # seventh, itself from the optics-conditioned sixth, started from the widened
+    # noise-conditioned fifth, itself from the widened third (the init files are written by
+    # noisemap.widen_model, see the configs' comments)
     assert third.model.init == "runs/widefield-2d"  # where the README's first command writes
     assert fifth.model.init == "runs/widefield-2d-nc-init.safetensors"
     assert sixth.model.init == "runs/widefield-2d-oc-init.safetensors"
-    assert final.model.init == "runs/widefield-2d-oc/model.safetensors"  # where sixth writes
+    assert seventh.model.init == "runs/widefield-2d-oc/model.safetensors"  # where sixth writes
+    assert final.model.init == "runs/widefield-2d-granular/model.safetensors"  # where seventh writes
+    assert final.loss.sample_balance == 1.0
     assert _config_diff(h.training, final.model_dump(mode="json")) == []
-    assert "fine-tuning runs/widefield-2d-oc/model.safetensors" in h.provenance
+    assert "fine-tuning runs/widefield-2d-granular/model.safetensors" in h.provenance
+    assert h.description == final.description and "5-4000 photons" in h.description
