@@ -261,9 +261,8 @@ def test_bench_ood_quick_runs_end_to_end(tmp_path, monkeypatch, capsys):
 
 
 def test_bench_noise_input_scales_what_the_network_is_given(tmp_path, monkeypatch, capsys):
-    from conftest import make_tiny_optics_model
-
     import sharpscope.models.noisemap as noisemap
+    from conftest import make_tiny_optics_model
 
     model = make_tiny_optics_model(tmp_path / "tiny.safetensors")
     measured = noisemap.image_noise_params
