@@ -785,6 +785,21 @@ _BROAD = MicroscopePreset(
     haze_sigma=(4.0, 16.0),
 )
 
+_BRIGHT = dataclasses.replace(
+    _BROAD,
+    name="fluorescence-bright",
+    description=(
+        "fluorescence-granular reaching brighter exposures: 5-4000 photons per unit "
+        "intensity (the brightest structures of a well-exposed camera image carry "
+        "thousands of photo-electrons) and granular texture in 60% of the procedural "
+        "specimens"
+    ),
+    noise=CameraNoise(photons=(5.0, 4000.0)),
+    granularity_probability=0.6,
+    granularity=(0.1, 0.6),
+    granularity_length=(0.5, 2.0),
+)
+
 PRESETS: dict[str, Preset] = {
     "mrbcr-widefield": OpticsPreset(
         name="mrbcr-widefield",
@@ -817,30 +832,15 @@ PRESETS: dict[str, Preset] = {
         granularity=(0.1, 0.6),
         granularity_length=(0.5, 2.0),
     ),
-    "fluorescence-bright": dataclasses.replace(
-        _BROAD,
-        name="fluorescence-bright",
-        description=(
-            "fluorescence-granular reaching brighter exposures: 5-4000 photons per unit "
-            "intensity (the brightest structures of a well-exposed camera image carry "
-            "thousands of photo-electrons) and granular texture in 60% of the procedural "
-            "specimens"
-        ),
-        noise=CameraNoise(photons=(5.0, 4000.0)),
-        granularity_probability=0.6,
-        granularity=(0.1, 0.6),
-        granularity_length=(0.5, 2.0),
-    ),
+    "fluorescence-bright": _BRIGHT,
     "fluorescence-beaded": dataclasses.replace(
-        _BROAD,
+        _BRIGHT,
         name="fluorescence-beaded",
         description=(
             "fluorescence-bright with a stronger, coarser modulation: amplitude 0.2-1.5 "
             "(above 1 the texture breaks a structure into separate beads: vesicles along a "
             "membrane, beaded filaments, punctate stains), correlation 0.5-4 px"
         ),
-        noise=CameraNoise(photons=(5.0, 4000.0)),
-        granularity_probability=0.6,
         granularity=(0.2, 1.5),
         granularity_length=(0.5, 4.0),
     ),

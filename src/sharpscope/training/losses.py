@@ -85,15 +85,17 @@ def fft_loss(
     """
     if pred.shape != gt.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} differ in shape")
-    diff = pred.float() - gt.float()
+    return _spectrum(pred.float() - gt.float(), mode, norm).abs().mean()
+
+
+def _spectrum(diff: torch.Tensor, mode: str, norm: str | None) -> torch.Tensor:
+    """The DFT of :func:`fft_loss` (``mode`` '2d' or '1d-width')."""
     norm = _resolve_norm(mode, norm)
     if mode == "2d":
-        spec = torch.fft.fft2(diff, dim=(-2, -1), norm=norm)
-    elif mode == "1d-width":
-        spec = torch.fft.fft(diff, dim=-1, norm=norm)
-    else:
-        raise ValueError(f"unknown fft_mode {mode!r}; use '2d' or '1d-width'")
-    return spec.abs().mean()
+        return torch.fft.fft2(diff, dim=(-2, -1), norm=norm)
+    if mode == "1d-width":
+        return torch.fft.fft(diff, dim=-1, norm=norm)
+    raise ValueError(f"unknown fft_mode {mode!r}; use '2d' or '1d-width'")
 
 
 def _decimate(x: torch.Tensor, factor: int, mode: str) -> torch.Tensor:
@@ -173,10 +175,7 @@ def restoration_loss(
     parts = []
     for i, out in enumerate(outputs):
         out = out.float()
-        oh, ow = out.shape[-2:]
-        if h % oh or w % ow or h // oh != w // ow:
-            raise ValueError(f"output {i} is {oh}x{ow}, not an integer decimation of {h}x{w}")
-        target = _decimate(gt, h // oh, decimation)
+        target = _decimate(gt, _check_scale(out, h, w, i), decimation)
         loss = torch.mean((out - target) ** 2)
         if fft_weight:
             loss = loss + fft_weight * fft_loss(out, target, fft_mode, fft_norm)
@@ -204,19 +203,13 @@ def _balanced_loss(outputs, gt, fft_weight, fft_mode, fft_norm, decimation, scal
     h, w = gt.shape[-2:]
     per_sample = gt.new_zeros(gt.shape[0])
     parts = []
-    norm = _resolve_norm(fft_mode, fft_norm)
     for i, out in enumerate(outputs):
         out = out.float()
         diff = out - _decimate(gt, _check_scale(out, h, w, i), decimation)
-        loss_i = torch.mean(diff**2, dim=tuple(range(1, diff.ndim)))
+        dims = tuple(range(1, diff.ndim))
+        loss_i = torch.mean(diff**2, dim=dims)
         if fft_weight:
-            if fft_mode == "2d":
-                spec = torch.fft.fft2(diff, dim=(-2, -1), norm=norm)
-            elif fft_mode == "1d-width":
-                spec = torch.fft.fft(diff, dim=-1, norm=norm)
-            else:
-                raise ValueError(f"unknown fft_mode {fft_mode!r}; use '2d' or '1d-width'")
-            loss_i = loss_i + fft_weight * spec.abs().mean(dim=tuple(range(1, spec.ndim)))
+            loss_i = loss_i + fft_weight * _spectrum(diff, fft_mode, fft_norm).abs().mean(dim=dims)
         weight = 1.0 if scale_weights is None else float(scale_weights[i])
         per_sample = per_sample + weight * loss_i
         parts.append(loss_i.mean().detach())
