@@ -12,6 +12,7 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -20,7 +21,7 @@ from _docs import replace_section
 
 from sharpscope.demo import RL_ITERATIONS, compare_methods
 from sharpscope.restore import load_model
-from sharpscope.simulate import simulate_dataset
+from sharpscope.simulate import CameraNoise, get_preset, simulate_dataset
 
 HELDOUT_SEED = 31_415_926  # never used for training (training seeds are < 1_000_000)
 TTA_ROW = "sharpscope with `--tta` (mean over 8 rotations/mirrors)"
@@ -40,14 +41,27 @@ def main(argv: list[str] | None = None) -> int:
         default="mrbcr-widefield",
         help="simulator preset of the set (the docs table is the mrbcr-widefield one)",
     )
+    ap.add_argument(
+        "--photons",
+        type=float,
+        default=None,
+        help="fix the camera's photons per unit intensity (presets with a camera noise model)",
+    )
     ap.add_argument("--no-tta", action="store_true", help="skip the test-time augmentation row")
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args(argv)
 
     model = load_model(args.model)
-    if args.write_docs and args.preset != "mrbcr-widefield":
-        ap.error("--write-docs writes the mrbcr-widefield table; drop --preset")
-    data = simulate_dataset(args.preset, n=args.n, size=args.size, seed=args.seed)
+    if args.write_docs and (args.preset != "mrbcr-widefield" or args.photons):
+        ap.error("--write-docs writes the mrbcr-widefield table; drop --preset and --photons")
+    preset = get_preset(args.preset)
+    if args.photons:
+        if not isinstance(preset.noise, CameraNoise):
+            ap.error(f"--photons needs a preset with a camera noise model, not {args.preset!r}")
+        preset = dataclasses.replace(
+            preset, noise=dataclasses.replace(preset.noise, photons=(args.photons, args.photons))
+        )
+    data = simulate_dataset(preset, n=args.n, size=args.size, seed=args.seed)
     rows: dict[str, list[tuple[float, float]]] = {}
     t0 = time.perf_counter()
     skipped = 0
