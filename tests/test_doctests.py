@@ -18,6 +18,7 @@ MODULES = (
     "sharpscope.accel",
     "sharpscope.batch",
     "sharpscope.benchmarking",
+    "sharpscope.consistency",
     "sharpscope.data",
     "sharpscope.deconv",
     "sharpscope.estimate",

@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sharpscope.errors import ConfigError, InputError, SharpscopeError
 
 __all__ = [
@@ -536,6 +538,54 @@ def deconvolve_files(
             bar.close()
 
 
+THEORY_PSF = "theory"
+
+
+def theoretical_psf(
+    *,
+    fc: float | None = None,
+    na: float | None = None,
+    wavelength: float | None = None,
+    pixel_size: float | None = None,
+    modality: str | None = None,
+    size: int = 33,
+) -> np.ndarray:
+    """The aberration-free 2-D PSF of the optics (``restore --psf theory``).
+
+    From ``na``, ``wavelength`` (emission, nm) and ``pixel_size`` (um) through
+    :func:`sharpscope.physics.psf.make_psf` (water immersion up to NA 1.2, oil
+    above; a confocal pinhole of 1 Airy unit, excitation at the emission
+    wavelength), or from a bare cut-off ``fc`` (cycles/pixel; confocal: the
+    squared widefield PSF, an ideal point detector).
+
+    Examples
+    --------
+    >>> h = theoretical_psf(fc=0.25)
+    >>> h.shape, round(float(h.sum()), 4), int(h.argmax()) == 33 * 16 + 16
+    ((33, 33), 1.0, True)
+    """
+    from sharpscope.physics.psf import make_psf
+
+    confocal = (modality or "widefield") == "confocal"
+    if na is not None:
+        if wavelength is None or pixel_size is None:
+            raise ConfigError("the theoretical PSF needs the NA, the wavelength and the pixel size")
+        pinhole = 1.22 * wavelength / 1000.0 / na if confocal else None
+        h = make_psf(
+            na=na, wavelength=wavelength, pixel_size=pixel_size,
+            refractive_index=1.518 if na > 1.2 else 1.333, confocal=confocal,
+            pinhole=pinhole, excitation=wavelength if confocal else None, size=size,
+        )
+    elif fc is not None:
+        h = np.asarray(make_psf(fc=fc, size=size), dtype=np.float64)
+        if confocal:
+            h = h * h
+    else:
+        raise ConfigError("the theoretical PSF needs fc, or the NA, the wavelength and the pixel size")
+    h = np.asarray(h, dtype=np.float64)
+    return (h / h.sum()).astype(np.float32)
+
+
 def restore_files(
     inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     output: str | os.PathLike[str],
@@ -629,6 +679,7 @@ def restore_files(
     """
     import warnings
 
+    from sharpscope.consistency import check_psf
     from sharpscope.errors import RangeWarning
     from sharpscope.io import read_image, validate_axes, write_image
     from sharpscope.restore import DTYPES, Model, load_model
@@ -642,6 +693,17 @@ def restore_files(
     warn_range = kw.pop("warn_range", True)
     optics = {k: kw.pop(k, None) for k in ("na", "wavelength", "pixel_size")}
     user_fc = kw.get("fc")
+    psf = kw.pop("psf", None)
+    theory_psf = isinstance(psf, str) and psf.strip().lower() == THEORY_PSF
+    if theory_psf:
+        if user_fc is None and optics["na"] is None:
+            raise ConfigError(
+                f"psf={THEORY_PSF!r} needs the optics: fc, or the NA and the wavelength"
+            )
+    elif isinstance(psf, (str, os.PathLike)):
+        psf = check_psf(read_image(psf).data, f"the PSF {psf}")
+    if psf is not None and not theory_psf:
+        kw["psf"] = check_psf(psf) if not isinstance(psf, (list, tuple)) else psf
     if any(v is not None for v in optics.values()):
         if user_fc is not None:
             raise ConfigError("give either fc or the optics (NA, wavelength, pixel size), not both")
@@ -658,7 +720,15 @@ def restore_files(
             px = img.pixel_size.get("X") if optics["pixel_size"] is None else None
             if optics["pixel_size"] is None and px is None:
                 raise InputError(f"{src}: the image records no pixel size; give the pixel size (um) with the NA")
-            return dict(kw, fc=resolve_fc(user_fc, file_pixel_size=px, **optics))
+            opts = dict(kw, fc=resolve_fc(user_fc, file_pixel_size=px, **optics))
+            if theory_psf:
+                opts["psf"] = theoretical_psf(
+                    na=optics["na"], wavelength=optics["wavelength"],
+                    pixel_size=optics["pixel_size"] or px, modality=kw.get("modality"),
+                )
+            return opts
+        if theory_psf:
+            return dict(kw, psf=theoretical_psf(fc=user_fc, modality=kw.get("modality")))
         if user_fc is None and file_optics and loaded[0].uses_optics:
             from sharpscope.restore import optics_from_metadata
 
@@ -681,6 +751,11 @@ def restore_files(
     def work(src: Path, dst: Path) -> Path:
         net = loaded[0]
         if parallel.use_chunks(src, dst, axes, chunks, workers, cluster):
+            if psf is not None:
+                raise ConfigError(
+                    f"{src}: restoring with a PSF works on whole images in memory; drop the "
+                    "PSF or --chunks/--workers/--cluster"
+                )
             opts = file_optics_kw(src, read_image(src, axes=axes, lazy=True))
             return parallel.restore_dask(
                 net, src, dst, axes=axes, chunks=chunks, workers=workers, cluster=cluster,

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sharpscope.consistency import data_consistency
 from sharpscope.errors import (
     AxesError,
     ConfigError,
@@ -481,6 +482,8 @@ class Model:
         precision: str = "float32",
         fc: float | Sequence[float] | None = None,
         modality: str | Sequence[str] | None = None,
+        psf: np.ndarray | Sequence[np.ndarray] | None = None,
+        consistency: float | None = None,
     ) -> np.ndarray:
         """Restore a whole image.
 
@@ -534,6 +537,17 @@ class Model:
             wavelengths differ), or one for all.
         modality : {'widefield', 'confocal'} or sequence of them, optional
             The microscope type, with ``fc`` (default widefield).
+        psf : numpy.ndarray or sequence of them, optional
+            The 2-D PSF of the measurement (a measured bead or
+            :func:`sharpscope.physics.psf.make_psf` of the optics; one per channel
+            or one for all).  Each restored plane is then corrected towards what
+            the data show through this PSF (:func:`sharpscope.consistency.data_consistency`):
+            the network keeps the frequencies the noise hides, the data take over
+            those they resolve.
+        consistency : float, optional
+            Strength of that correction (default
+            :data:`sharpscope.consistency.DEFAULT_STRENGTH`; 0 turns it off).
+            Needs ``psf``.
 
         Returns
         -------
@@ -593,6 +607,7 @@ class Model:
         pmin, pmax = self.percentiles
         net = self.network.to(dev)
         optics = self.optics(fc, modality, n_chan)
+        psfs, strength = _consistency_psfs(psf, consistency, n_chan)
         batch_size = self._memory_batch(batch_size, tile, (h, w), dev)
 
         out = np.empty(planes.shape, dtype=np.float32)
@@ -618,6 +633,10 @@ class Model:
                     f"the network produced {int((~np.isfinite(restored)).sum())} non-finite "
                     "pixels; the model is broken for this input (nothing was written)"
                 )
+            if psfs is not None and strength > 0:
+                restored = np.stack(
+                    [data_consistency(y, r, psfs[c], strength=strength) for y, r in zip(normed, restored, strict=True)]
+                )
             out[c] = denormalize(restored, lo, hi)
 
         result = out.reshape(work.shape)
@@ -625,6 +644,28 @@ class Model:
         if dtype == "input":
             result = _to_dtype(result, arr.dtype)
         return np.ascontiguousarray(result)
+
+
+def _consistency_psfs(
+    psf: Any, strength: float | None, n_chan: int
+) -> tuple[list[np.ndarray] | None, float]:
+    """Per-channel checked PSFs and the strength of the data-consistency step."""
+    from sharpscope.consistency import DEFAULT_STRENGTH, check_psf
+
+    if psf is None:
+        if strength not in (None, 0):
+            raise ConfigError("consistency needs a PSF (psf=...)")
+        return None, 0.0
+    strength = DEFAULT_STRENGTH if strength is None else float(strength)
+    if not (np.isfinite(strength) and strength >= 0):
+        raise ConfigError(f"the consistency strength must be >= 0, got {strength}")
+    if isinstance(psf, np.ndarray) and psf.ndim == 3 and n_chan > 1 and len(psf) == n_chan:
+        psf = list(psf)
+    if isinstance(psf, (list, tuple)):
+        if len(psf) != n_chan:
+            raise ConfigError(f"got {len(psf)} PSFs for {n_chan} channel(s)")
+        return [check_psf(h, f"the PSF of channel {i}") for i, h in enumerate(psf)], strength
+    return [check_psf(psf)] * n_chan, strength
 
 
 def network_function(

@@ -18,6 +18,7 @@ from sharpscope.cli._args import (
     check_optics_flags,
     integer,
     note,
+    number,
     setup_compute,
     show_progress,
 )
@@ -68,6 +69,16 @@ def add_restore_optics(p: argparse.ArgumentParser) -> None:
         help="microscope type, with the optics (default widefield)",
     )
     g.add_argument(
+        "--psf", default=None, metavar="PSF.tif|theory",
+        help="the 2-D PSF of the measurement (a file, or 'theory': the aberration-free PSF of "
+        "the optics given): each restored plane is then corrected towards what the data "
+        "show through it (data consistency; see the user guide)",
+    )
+    g.add_argument(
+        "--consistency", type=number(), default=None, metavar="S",
+        help="strength of that correction (default 0.01; 0 turns it off; needs --psf)",
+    )
+    g.add_argument(
         "--file-optics", action="store_true",
         help="without the flags above, use the optics each file records (OME-TIFF objective "
         "NA, emission wavelengths, acquisition mode, pixel size)",
@@ -81,6 +92,12 @@ def check_restore_optics(args: argparse.Namespace) -> None:
     check_optics_flags(args)
     if args.modality is not None and args.fc is None and args.na is None:
         raise ConfigError("--modality goes with the optics (--fc, or --na and --wavelength)")
+    if args.consistency is not None and args.psf is None:
+        raise ConfigError("--consistency needs --psf")
+    if args.consistency is not None and args.consistency < 0:
+        raise ConfigError(f"--consistency must be >= 0, got {args.consistency:g}")
+    if str(args.psf).strip().lower() == "theory" and args.fc is None and args.na is None:
+        raise ConfigError("--psf theory needs the optics (--fc, or --na and --wavelength)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -223,6 +240,8 @@ def run(args: argparse.Namespace) -> int:
             wavelength=args.wavelength,
             pixel_size=args.pixel_size,
             file_optics=args.file_optics,
+            psf=args.psf,
+            consistency=args.consistency,
             suffix=args.suffix,
             overwrite=args.overwrite,
             skip_existing=args.skip_existing,
