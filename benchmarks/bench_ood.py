@@ -25,12 +25,15 @@ from pathlib import Path
 import numpy as np
 from _docs import BENCHMARKS_MD, replace_section
 
+from sharpscope.batch import theoretical_psf
+from sharpscope.consistency import DEFAULT_STRENGTH, data_consistency
 from sharpscope.demo import save_panel
 from sharpscope.evaluation import (
     OOD_PHOTONS,
     OOD_SEED,
     ood_dataset,
     optical_cutoff,
+    score_image,
     score_methods,
 )
 from sharpscope.restore import load_model
@@ -80,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         METHODS["model"] = "sharpscope, told the optics (fc, modality)"
         METHODS["model-blind"] = "sharpscope, optics not given"
         SHORT["model"], SHORT["model-blind"] = "sharpscope", "sharpscope (no optics)"
+    METHODS["model-psf"] = f"sharpscope `--psf` true PSF (data consistency {DEFAULT_STRENGTH:g})"
+    METHODS["model-theory"] = "sharpscope `--psf theory`, told the optics"
+    SHORT["model-psf"], SHORT["model-theory"] = "+ true PSF", "+ theory PSF"
     data = ood_dataset(args.size, args.photons, args.crops, args.seed)
     params = data["params"]
     scores = []
@@ -89,8 +95,24 @@ def main(argv: list[str] | None = None) -> int:
         s = score_methods(*args_i, cutoff=optical_cutoff(p), optics=optics)
         if model.uses_optics:
             s["model-blind"] = score_methods(*args_i, cutoff=optical_cutoff(p), methods=("model",))["model"]
+        # restore --psf: the default restoration (optics not given) corrected through the
+        # true PSF (a measured bead's), and the told-optics restoration corrected through
+        # the scalar theoretical PSF of the optics (`--psf theory --na --wavelength ...`)
+        default = s["model-blind" if model.uses_optics else "model"].image
+        s["model-psf"] = score_image(
+            data_consistency(data["low"][i], default, data["psfs"][i]), data["gt"][i],
+            cutoff=optical_cutoff(p),
+        )
+        theory = theoretical_psf(
+            na=p["na"], wavelength=p["wavelength_em"], pixel_size=p["pixel_size"],
+            modality=p["modality"],
+        )
+        s["model-theory"] = score_image(
+            data_consistency(data["low"][i], s["model"].image, theory), data["gt"][i],
+            cutoff=optical_cutoff(p),
+        )
         for name, sc in s.items():
-            if name not in ("rl", "model"):
+            if name not in ("rl", "model", "model-psf"):
                 sc.image = None  # keep only what the pictures need
         scores.append(s)
     elapsed = time.perf_counter() - t0
@@ -150,20 +172,24 @@ def main(argv: list[str] | None = None) -> int:
     optics = [f"{p['modality']}, fc {'<=' if p['fc'] <= 0.25 else '>'} 0.25" for p in params]
     lines += _group_table(scores, optics, "optics", order=sorted(set(optics)))
 
-    net_p, net_s = _col(scores, "model", "psnr"), _col(scores, "model", "ssim")
-    lines += [
-        "",
-        "Model minus each oracle (mean +- standard error over the images):",
-        "",
-        "| oracle | PSNR margin (dB) | SSIM margin | images where the model has the higher PSNR |",
-        "|---|---|---|---|",
-    ]
-    for m in ORACLES:
-        dp = net_p - _col(scores, m, "psnr")
-        ds = net_s - _col(scores, m, "ssim")
-        lines.append(
-            f"| {METHODS[m]} | {_mean_se(dp)} | {_mean_se(ds, 3)} | {int(np.sum(dp > 0))}/{n} |"
-        )
+    for who, title in (
+        ("model", "Model minus each oracle"),
+        ("model-psf", "Model given the true PSF (`restore --psf`) minus each oracle"),
+    ):
+        net_p, net_s = _col(scores, who, "psnr"), _col(scores, who, "ssim")
+        lines += [
+            "",
+            f"{title} (mean +- standard error over the images):",
+            "",
+            "| oracle | PSNR margin (dB) | SSIM margin | images where the model has the higher PSNR |",
+            "|---|---|---|---|",
+        ]
+        for m in ORACLES:
+            dp = net_p - _col(scores, m, "psnr")
+            ds = net_s - _col(scores, m, "ssim")
+            lines.append(
+                f"| {METHODS[m]} | {_mean_se(dp)} | {_mean_se(ds, 3)} | {int(np.sum(dp > 0))}/{n} |"
+            )
 
     lines += [
         "",
@@ -200,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     if pictures is not None:
-        lines += _pictures(pictures, data, scores, net_p - _col(scores, "rl", "psnr"))
+        margin = _col(scores, "model", "psnr") - _col(scores, "rl", "psnr")
+        lines += _pictures(pictures, data, scores, margin)
     text = "\n".join(lines) + "\n"
     print(text)
     print(f"elapsed: {time.perf_counter() - t0:.1f} s")
@@ -262,7 +289,8 @@ def _pictures(folder: Path, data: dict, scores: list[dict], margin: np.ndarray) 
     out = [
         "",
         f"The {PICTURES} images where the model's PSNR margin over the Richardson-Lucy "
-        "oracle is smallest (input / RL oracle / model / ground truth):",
+        "oracle is smallest (input / RL oracle / model / model given the true PSF, "
+        "`restore --psf` / ground truth):",
         "",
     ]
     for rank, i in enumerate(np.argsort(margin)[:PICTURES], start=1):
@@ -272,17 +300,19 @@ def _pictures(folder: Path, data: dict, scores: list[dict], margin: np.ndarray) 
             "input": data["low"][i],
             rl_name: s["rl"].image,
             "sharpscope": s["model"].image,
+            "sharpscope --psf": s["model-psf"].image,
             "ground truth": data["gt"][i],
         }
         path = save_panel(
             folder / f"ood-worst-{rank}.png",
             images,
-            {"input": s["input"], rl_name: s["rl"], "sharpscope": s["model"]},
+            {"input": s["input"], rl_name: s["rl"], "sharpscope": s["model"],
+             "sharpscope --psf": s["model-psf"]},
         )
         caption = (
             f"{p['kind']}, {p['photons']:g} photons, {p['modality']} NA {p['na']:.2f}, "
             f"emission {p['wavelength_em']:.0f} nm, fc {p['fc']:.3f}: model "
-            f"{margin[i]:+.2f} dB against RL"
+            f"{margin[i]:+.2f} dB against RL, {s['model-psf'].psnr - s['rl'].psnr:+.2f} dB given the PSF"
         )
         try:
             rel = path.resolve().relative_to(BENCHMARKS_MD.parent.resolve())

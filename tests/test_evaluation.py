@@ -250,7 +250,9 @@ def test_bench_ood_quick_runs_end_to_end(tmp_path, monkeypatch, capsys):
     assert main(["--quick", "--pictures", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "## Out-of-distribution quality (real specimens, vectorial PSF)" in text
-    for row in ("| sharpscope |", "| pollen |", "| 300 |", "excess power", "elapsed:"):
+    rows = ("| sharpscope |", "| pollen |", "| 300 |", "excess power", "elapsed:", "| + true PSF |",
+            "| sharpscope `--psf` true PSF (data consistency 0.01) |", "given the true PSF")
+    for row in rows:
         assert row in text
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "ood-worst-1.png",

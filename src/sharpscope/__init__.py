@@ -58,6 +58,8 @@ _EXPORTS = {
     "write_dataset": "sharpscope.simulate",
     "set_threads": "sharpscope.runtime",
     "make_psf": "sharpscope.physics.psf",
+    "theoretical_psf": "sharpscope.batch",
+    "data_consistency": "sharpscope.consistency",
     "deconvolve": "sharpscope.deconv",
     "estimate_psf": "sharpscope.blind",
     "blind_deconvolve": "sharpscope.blind",
