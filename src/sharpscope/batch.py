@@ -704,6 +704,11 @@ def restore_files(
         psf = check_psf(read_image(psf).data, f"the PSF {psf}")
     if psf is not None and not theory_psf:
         kw["psf"] = check_psf(psf) if not isinstance(psf, (list, tuple)) else psf
+    consistency = kw.pop("consistency", None)
+    if consistency is not None:
+        if psf is None:
+            raise ConfigError("consistency needs a PSF (psf=...)")
+        kw["consistency"] = consistency
     if any(v is not None for v in optics.values()):
         if user_fc is not None:
             raise ConfigError("give either fc or the optics (NA, wavelength, pixel size), not both")
