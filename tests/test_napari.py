@@ -125,6 +125,38 @@ def test_restore_whole_image_and_current_plane(viewer, qtbot, tmp_path):
     assert tuple(plane.translate) == (1.0, 2, 3)
 
 
+def test_restore_with_a_psf_layer_equals_predict_with_psf(viewer, qtbot, tmp_path, monkeypatch):
+    import sharpscope
+    from sharpscope.napari._restore import FILE_CHOICE, RestoreWidget
+
+    shown = error_messages(monkeypatch)
+    model = make_tiny_model(tmp_path / "tiny.safetensors")
+    rng = np.random.default_rng(1)
+    img = viewer.add_image(rng.poisson(50, (48, 56)).astype(np.float32), name="img")
+    psf = viewer.add_image(sharpscope.make_psf(fc=0.2, size=15), name="psf")
+    w = RestoreWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.image.value = img
+    w.model.value = FILE_CHOICE
+    w.model_file.value = str(model)
+    assert w.psf_layer.native.isHidden()
+    w.psf_known.value = True
+    assert not w.psf_layer.native.isHidden() and not w.consistency.native.isHidden()
+    w.psf_layer.value = psf
+    w.consistency.value = 0.05
+    w.restore()
+    wait_done(qtbot, w)
+    expect = sharpscope.load_model(model).predict(img.data, axes="YX", psf=psf.data, consistency=0.05)
+    np.testing.assert_allclose(viewer.layers["img restored"].data, expect, atol=1e-5)
+    # a stack is not a 2-D PSF: one notification, nothing added
+    viewer.add_image(np.ones((3, 5, 5), np.float32), name="stack psf")
+    w.psf_layer.value = viewer.layers["stack psf"]
+    n = len(viewer.layers)
+    w.restore()
+    assert len(viewer.layers) == n
+    assert shown and "must be 2-D" in shown[-1]
+
+
 def test_restore_cancel_adds_nothing(viewer, qtbot, tmp_path):
     from sharpscope.napari._restore import FILE_CHOICE, RestoreWidget
 

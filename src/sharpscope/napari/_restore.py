@@ -6,6 +6,11 @@ given the optics: with *optics known* ticked, the NA, emission wavelength, pixel
 (:func:`sharpscope.blind.resolve_fc`) and ``modality`` of :meth:`Model.predict`, as
 ``sharpscope restore --na --wavelength --pixel-size --modality`` does.  For a model
 without that input the fields are hidden and a hint says so.
+
+With *PSF known* ticked, an image layer holding the 2-D PSF (a measured bead, or the
+PSF the Deconvolve widget shows) corrects each restored plane towards what the data
+show through it (:func:`sharpscope.consistency.data_consistency`), as
+``sharpscope restore --psf PSF.tif [--consistency S]`` does.
 """
 
 from __future__ import annotations
@@ -16,8 +21,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    SpinBox,
+)
 
+from sharpscope.consistency import DEFAULT_STRENGTH, check_psf
 from sharpscope.errors import ModelFormatError
 from sharpscope.napari import _common as c
 
@@ -124,6 +139,15 @@ class RestoreWidget(c.SharpscopeWidget):
         self.optics = Container(widgets=[*self.optics_fields.widgets, self.modality], labels=True)
         self.optics_hint = Label(value=NO_OPTICS_HINT)
         self.optics_hint.native.setWordWrap(True)
+        self.psf_known = CheckBox(text="PSF known (data consistency)", value=False)
+        self.psf_layer = self.register_layer_combo(
+            ComboBox(label="PSF layer", choices=self.layer_choices(), visible=False)
+        )
+        self.consistency = FloatSpinBox(
+            label="consistency", value=DEFAULT_STRENGTH, min=0.0, max=10.0, step=0.01,
+            visible=False, tooltip="strength of the correction towards the data (0: off)",
+        )
+        self.psf_known.changed.connect(self._update_psf)
         self.run = self.run_button("Restore", self.restore)
         self.uses_optics = False
         self.model.changed.connect(self._model_changed)
@@ -140,6 +164,9 @@ class RestoreWidget(c.SharpscopeWidget):
                 self.optics_known,
                 self.optics,
                 self.optics_hint,
+                self.psf_known,
+                self.psf_layer,
+                self.consistency,
                 self.tile,
                 self.overlap,
                 self.batch_size,
@@ -198,6 +225,19 @@ class RestoreWidget(c.SharpscopeWidget):
         on = self.uses_optics and bool(self.optics_known.value)
         for w in (*self.optics_fields.widgets, self.modality):
             w.enabled = on
+
+    def _update_psf(self, *_: Any) -> None:
+        self.psf_layer.visible = self.consistency.visible = bool(self.psf_known.value)
+
+    def psf_options(self) -> dict[str, Any]:
+        """``psf`` and ``consistency`` of :meth:`Model.predict` (empty: no PSF)."""
+        if not self.psf_known.value:
+            return {}
+        layer = self.psf_layer.value
+        if layer is None:
+            raise c.InputError("PSF known is ticked but no PSF layer is chosen")
+        psf = check_psf(c.layer_array(layer), f"the PSF layer {layer.name!r}")
+        return {"psf": psf, "consistency": float(self.consistency.value)}
 
     def _take_pixel_size(self, *_: Any) -> None:
         self.optics_fields.take_pixel_size(self.image.value, self.axes.value)
@@ -267,6 +307,7 @@ class RestoreWidget(c.SharpscopeWidget):
         overlap = None if self.overlap.value < 0 else self.overlap.value
         batch, tta, device = self.batch_size.value, self.tta.value, self.device.value
         optics = self.optics_options()  # a bad value is reported here: nothing is started
+        psf_kw = self.psf_options()
 
         def work(job: c.Job) -> np.ndarray:
             job.report(0, None, "loading the model")
@@ -297,6 +338,9 @@ class RestoreWidget(c.SharpscopeWidget):
             elif optics:
                 extra.update(optics)
                 job.log(f"optics: fc {optics['fc']:.3g} cycles/pixel, {optics['modality']}")
+            if psf_kw:
+                extra.update(psf_kw)
+                job.log(f"data consistency through the PSF layer, strength {psf_kw['consistency']:g}")
             watched = Model(model.header, WatchedNetwork(model.network, job, total), model.path)
             return watched.predict(
                 data, axes=axes, tile=tile, overlap=overlap, batch_size=batch, device=device, tta=tta,
