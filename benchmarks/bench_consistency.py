@@ -19,8 +19,7 @@ import time
 
 import numpy as np
 
-from sharpscope.batch import theoretical_psf
-from sharpscope.consistency import data_consistency
+from sharpscope.consistency import data_consistency, theoretical_psf
 from sharpscope.metrics import psnr
 from sharpscope.restore import load_model
 from sharpscope.simulate import simulate_dataset

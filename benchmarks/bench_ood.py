@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 from _docs import BENCHMARKS_MD, replace_section
 
-from sharpscope.batch import theoretical_psf
-from sharpscope.consistency import DEFAULT_STRENGTH, data_consistency
+from sharpscope.consistency import DEFAULT_STRENGTH, data_consistency, theoretical_psf
 from sharpscope.demo import save_panel
 from sharpscope.evaluation import (
     OOD_PHOTONS,

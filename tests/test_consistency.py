@@ -8,9 +8,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from sharpscope.batch import theoretical_psf
 from sharpscope.cli import main
-from sharpscope.consistency import _target_kernel, _transfer, check_psf, data_consistency
+from sharpscope.consistency import (
+    _target_kernel,
+    _transfer,
+    check_psf,
+    data_consistency,
+    theoretical_psf,
+)
 from sharpscope.errors import ConfigError, InputError
 from sharpscope.io import read_image, write_image
 from sharpscope.metrics import psnr

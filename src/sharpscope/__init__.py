@@ -58,7 +58,7 @@ _EXPORTS = {
     "write_dataset": "sharpscope.simulate",
     "set_threads": "sharpscope.runtime",
     "make_psf": "sharpscope.physics.psf",
-    "theoretical_psf": "sharpscope.batch",
+    "theoretical_psf": "sharpscope.consistency",
     "data_consistency": "sharpscope.consistency",
     "deconvolve": "sharpscope.deconv",
     "estimate_psf": "sharpscope.blind",

@@ -33,8 +33,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from sharpscope.errors import ConfigError, InputError, SharpscopeError
 
 __all__ = [
@@ -538,54 +536,6 @@ def deconvolve_files(
             bar.close()
 
 
-THEORY_PSF = "theory"
-
-
-def theoretical_psf(
-    *,
-    fc: float | None = None,
-    na: float | None = None,
-    wavelength: float | None = None,
-    pixel_size: float | None = None,
-    modality: str | None = None,
-    size: int = 33,
-) -> np.ndarray:
-    """The aberration-free 2-D PSF of the optics (``restore --psf theory``).
-
-    From ``na``, ``wavelength`` (emission, nm) and ``pixel_size`` (um) through
-    :func:`sharpscope.physics.psf.make_psf` (water immersion up to NA 1.2, oil
-    above; a confocal pinhole of 1 Airy unit, excitation at the emission
-    wavelength), or from a bare cut-off ``fc`` (cycles/pixel; confocal: the
-    squared widefield PSF, an ideal point detector).
-
-    Examples
-    --------
-    >>> h = theoretical_psf(fc=0.25)
-    >>> h.shape, round(float(h.sum()), 4), int(h.argmax()) == 33 * 16 + 16
-    ((33, 33), 1.0, True)
-    """
-    from sharpscope.physics.psf import make_psf
-
-    confocal = (modality or "widefield") == "confocal"
-    if na is not None:
-        if wavelength is None or pixel_size is None:
-            raise ConfigError("the theoretical PSF needs the NA, the wavelength and the pixel size")
-        pinhole = 1.22 * wavelength / 1000.0 / na if confocal else None
-        h = make_psf(
-            na=na, wavelength=wavelength, pixel_size=pixel_size,
-            refractive_index=1.518 if na > 1.2 else 1.333, confocal=confocal,
-            pinhole=pinhole, excitation=wavelength if confocal else None, size=size,
-        )
-    elif fc is not None:
-        h = np.asarray(make_psf(fc=fc, size=size), dtype=np.float64)
-        if confocal:
-            h = h * h
-    else:
-        raise ConfigError("the theoretical PSF needs fc, or the NA, the wavelength and the pixel size")
-    h = np.asarray(h, dtype=np.float64)
-    return (h / h.sum()).astype(np.float32)
-
-
 def restore_files(
     inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     output: str | os.PathLike[str],
@@ -679,7 +629,7 @@ def restore_files(
     """
     import warnings
 
-    from sharpscope.consistency import check_psf
+    from sharpscope.consistency import THEORY_PSF, check_psf, theoretical_psf
     from sharpscope.errors import RangeWarning
     from sharpscope.io import read_image, validate_axes, write_image
     from sharpscope.restore import DTYPES, Model, load_model

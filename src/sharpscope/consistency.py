@@ -26,7 +26,9 @@ with the squared intensity, so the result does not depend on the intensity units
 
 The default strength, 0.01, was chosen on four simulated development sets (seeds
 that nothing else uses) before the out-of-distribution benchmark was run with it;
-see ``docs/user-guide.md`` ("Restoring with a known PSF").
+see ``docs/user-guide.md`` ("Restoring with a known PSF").  :func:`theoretical_psf`
+gives the aberration-free PSF of the optics when no measured PSF is at hand
+(``restore --psf theory``).
 
 Examples
 --------
@@ -46,7 +48,7 @@ import numpy as np
 
 from sharpscope.errors import ConfigError, InputError
 
-__all__ = ["DEFAULT_STRENGTH", "TARGET_SIGMA", "check_psf", "data_consistency"]
+__all__ = ["DEFAULT_STRENGTH", "TARGET_SIGMA", "THEORY_PSF", "check_psf", "data_consistency", "theoretical_psf"]
 
 DEFAULT_STRENGTH = 0.01
 TARGET_SIGMA = 0.6  # px: the simulator's target blur, what every bundled model learned to output
@@ -174,3 +176,51 @@ def data_consistency(
     update = E * np.conj(H) * (np.fft.rfft2(yp) - H * U) / (np.abs(H) ** 2 * E + N)
     out = np.fft.irfft2(P + T * update, s=shape)[pad:-pad, pad:-pad]
     return out.astype(np.float32)
+
+
+THEORY_PSF = "theory"
+
+
+def theoretical_psf(
+    *,
+    fc: float | None = None,
+    na: float | None = None,
+    wavelength: float | None = None,
+    pixel_size: float | None = None,
+    modality: str | None = None,
+    size: int = 33,
+) -> np.ndarray:
+    """The aberration-free 2-D PSF of the optics (``restore --psf theory``).
+
+    From ``na``, ``wavelength`` (emission, nm) and ``pixel_size`` (um) through
+    :func:`sharpscope.physics.psf.make_psf` (water immersion up to NA 1.2, oil
+    above; a confocal pinhole of 1 Airy unit, excitation at the emission
+    wavelength), or from a bare cut-off ``fc`` (cycles/pixel; confocal: the
+    squared widefield PSF, an ideal point detector).
+
+    Examples
+    --------
+    >>> h = theoretical_psf(fc=0.25)
+    >>> h.shape, round(float(h.sum()), 4), int(h.argmax()) == 33 * 16 + 16
+    ((33, 33), 1.0, True)
+    """
+    from sharpscope.physics.psf import make_psf
+
+    confocal = (modality or "widefield") == "confocal"
+    if na is not None:
+        if wavelength is None or pixel_size is None:
+            raise ConfigError("the theoretical PSF needs the NA, the wavelength and the pixel size")
+        pinhole = 1.22 * wavelength / 1000.0 / na if confocal else None
+        h = make_psf(
+            na=na, wavelength=wavelength, pixel_size=pixel_size,
+            refractive_index=1.518 if na > 1.2 else 1.333, confocal=confocal,
+            pinhole=pinhole, excitation=wavelength if confocal else None, size=size,
+        )
+    elif fc is not None:
+        h = np.asarray(make_psf(fc=fc, size=size), dtype=np.float64)
+        if confocal:
+            h = h * h
+    else:
+        raise ConfigError("the theoretical PSF needs fc, or the NA, the wavelength and the pixel size")
+    h = np.asarray(h, dtype=np.float64)
+    return (h / h.sum()).astype(np.float32)
