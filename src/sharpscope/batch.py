@@ -650,10 +650,12 @@ def restore_files(
             raise ConfigError(
                 f"psf={THEORY_PSF!r} needs the optics: fc, or the NA and the wavelength"
             )
-    elif isinstance(psf, (str, os.PathLike)):
-        psf = check_psf(read_image(psf).data, f"the PSF {psf}")
-    if psf is not None and not theory_psf:
-        kw["psf"] = check_psf(psf) if not isinstance(psf, (list, tuple)) else psf
+    elif psf is not None:
+        name = f"the PSF {psf}" if isinstance(psf, (str, os.PathLike)) else "the PSF"
+        if isinstance(psf, (str, os.PathLike)):
+            psf = read_image(psf).data
+        # one PSF is checked here, once for the batch; per-channel lists by Model.predict
+        kw["psf"] = psf if isinstance(psf, (list, tuple)) else check_psf(psf, name)
     consistency = kw.pop("consistency", None)
     if consistency is not None:
         if psf is None:

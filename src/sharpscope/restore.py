@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sharpscope.consistency import data_consistency
+from sharpscope.consistency import DEFAULT_STRENGTH, check_psf, data_consistency
 from sharpscope.errors import (
     AxesError,
     ConfigError,
@@ -650,8 +650,6 @@ def _consistency_psfs(
     psf: Any, strength: float | None, n_chan: int
 ) -> tuple[list[np.ndarray] | None, float]:
     """Per-channel checked PSFs and the strength of the data-consistency step."""
-    from sharpscope.consistency import DEFAULT_STRENGTH, check_psf
-
     if psf is None:
         if strength not in (None, 0):
             raise ConfigError("consistency needs a PSF (psf=...)")
