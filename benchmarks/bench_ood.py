@@ -56,6 +56,7 @@ SHORT = {
 }
 ORACLES = ("rl", "rl-tv", "gaussian", "tv")
 SMOOTH = ("nuclei", (10.0, 30.0))  # the "smooth, low-count" subset of the faithfulness table
+BLIND = "model-blind"  # the model not told the optics: what `restore` does with no flags
 PICTURES = 3
 
 
@@ -79,12 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     model = load_model(args.model)
     if model.uses_optics:  # told the optics (as the RL oracles are), and not told them
-        METHODS["model"] = "sharpscope, told the optics (fc, modality)"
+        METHODS["model"] = "sharpscope, told the optics (fc, modality; default `--psf auto`)"
+        METHODS["model-nocorr"] = "sharpscope, told the optics, `--psf none`"
         METHODS["model-blind"] = "sharpscope, optics not given"
-        SHORT["model"], SHORT["model-blind"] = "sharpscope", "sharpscope (no optics)"
+        SHORT["model"], SHORT["model-nocorr"] = "sharpscope", "told, no corr."
+        SHORT["model-blind"] = "sharpscope (no optics)"
+    METHODS["model-theory"] = "sharpscope told NA, wavelength, pixel size (`restore --na ...`, default)"
     METHODS["model-psf"] = f"sharpscope `--psf` true PSF (data consistency {DEFAULT_STRENGTH:g})"
-    METHODS["model-theory"] = "sharpscope `--psf theory`, told the optics"
-    SHORT["model-psf"], SHORT["model-theory"] = "+ true PSF", "+ theory PSF"
+    SHORT["model-theory"], SHORT["model-psf"] = "told NA...", "+ true PSF"
     data = ood_dataset(args.size, args.photons, args.crops, args.seed)
     params = data["params"]
     scores = []
@@ -94,9 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         s = score_methods(*args_i, cutoff=optical_cutoff(p), optics=optics)
         if model.uses_optics:
             s["model-blind"] = score_methods(*args_i, cutoff=optical_cutoff(p), methods=("model",))["model"]
+            s["model-nocorr"] = score_methods(
+                *args_i, cutoff=optical_cutoff(p), methods=("model",), optics=dict(optics, psf="none"),
+            )["model"]
         # restore --psf: the default restoration (optics not given) corrected through the
-        # true PSF (a measured bead's), and the told-optics restoration corrected through
-        # the scalar theoretical PSF of the optics (`--psf theory --na --wavelength ...`)
+        # true PSF (a measured bead's); and what `restore --na --wavelength --pixel-size`
+        # computes by default: the told restoration corrected through the scalar
+        # theoretical PSF of the full optics (not only fc)
         default = s["model-blind" if model.uses_optics else "model"].image
         s["model-psf"] = score_image(
             data_consistency(data["low"][i], default, data["psfs"][i]), data["gt"][i],
@@ -107,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
             modality=p["modality"],
         )
         s["model-theory"] = score_image(
-            data_consistency(data["low"][i], s["model"].image, theory), data["gt"][i],
+            model.predict(data["low"][i], axes="YX", psf=theory, **(optics or {})), data["gt"][i],
             cutoff=optical_cutoff(p),
         )
         for name, sc in s.items():
-            if name not in ("rl", "model", "model-psf"):
+            if name not in ("rl", "model-blind", "model-theory", "model"):
                 sc.image = None  # keep only what the pictures need
         scores.append(s)
     elapsed = time.perf_counter() - t0
@@ -172,9 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     lines += _group_table(scores, optics, "optics", order=sorted(set(optics)))
 
     for who, title in (
-        ("model", "Model minus each oracle"),
+        (BLIND if model.uses_optics else "model", "Model, optics not given, minus each oracle"),
+        ("model", "Model told the optics (fc, modality; default correction) minus each oracle"),
+        ("model-theory", "Model told NA, wavelength and pixel size (`restore --na ...`) minus each oracle"),
         ("model-psf", "Model given the true PSF (`restore --psf`) minus each oracle"),
     ):
+        if who == "model" and not model.uses_optics:
+            continue
         net_p, net_s = _col(scores, who, "psnr"), _col(scores, who, "ssim")
         lines += [
             "",
@@ -225,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     if pictures is not None:
-        margin = _col(scores, "model", "psnr") - _col(scores, "rl", "psnr")
+        default = BLIND if model.uses_optics else "model"
+        margin = _col(scores, default, "psnr") - _col(scores, "rl", "psnr")
         lines += _pictures(pictures, data, scores, margin)
     text = "\n".join(lines) + "\n"
     print(text)
@@ -283,35 +295,37 @@ def _faith_table(scores, rows, title, names, groups=None) -> list[str]:
 
 
 def _pictures(folder: Path, data: dict, scores: list[dict], margin: np.ndarray) -> list[str]:
-    """PNG panels of the images where the model gains least over the RL oracle."""
+    """PNG panels of the images where the default model gains least over the RL oracle."""
     folder.mkdir(parents=True, exist_ok=True)
     out = [
         "",
         f"The {PICTURES} images where the model's PSNR margin over the Richardson-Lucy "
-        "oracle is smallest (input / RL oracle / model / model given the true PSF, "
-        "`restore --psf` / ground truth):",
+        "oracle is smallest, optics not given (input / RL oracle / model, optics not given / "
+        "model told NA, wavelength and pixel size, `restore --na ...` / ground truth):",
         "",
     ]
+    blind = BLIND if BLIND in scores[0] else "model"
     for rank, i in enumerate(np.argsort(margin)[:PICTURES], start=1):
         p, s = data["params"][i], scores[i]
         rl_name = f"richardson-lucy ({s['rl'].note})"
         images = {
             "input": data["low"][i],
             rl_name: s["rl"].image,
-            "sharpscope": s["model"].image,
-            "sharpscope --psf": s["model-psf"].image,
+            "sharpscope": s[blind].image,
+            "sharpscope --na ...": s["model-theory"].image,
             "ground truth": data["gt"][i],
         }
         path = save_panel(
             folder / f"ood-worst-{rank}.png",
             images,
-            {"input": s["input"], rl_name: s["rl"], "sharpscope": s["model"],
-             "sharpscope --psf": s["model-psf"]},
+            {"input": s["input"], rl_name: s["rl"], "sharpscope": s[blind],
+             "sharpscope --na ...": s["model-theory"]},
         )
         caption = (
             f"{p['kind']}, {p['photons']:g} photons, {p['modality']} NA {p['na']:.2f}, "
             f"emission {p['wavelength_em']:.0f} nm, fc {p['fc']:.3f}: model "
-            f"{margin[i]:+.2f} dB against RL, {s['model-psf'].psnr - s['rl'].psnr:+.2f} dB given the PSF"
+            f"{margin[i]:+.2f} dB against RL, {s['model-theory'].psnr - s['rl'].psnr:+.2f} dB "
+            "told the optics"
         )
         try:
             rel = path.resolve().relative_to(BENCHMARKS_MD.parent.resolve())

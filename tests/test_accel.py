@@ -156,7 +156,7 @@ def test_bfloat16_is_looser_but_recorded(monkeypatch):
     with torch.no_grad():
         ref = net(x)[0]
     # the check compares the first sample of the first chunk
-    assert float((y[:1] - ref[:1]).abs().max()) == pytest.approx(check.max_abs_error, rel=1e-5)
+    assert float((y[:1] - ref[:1]).abs().max()) == pytest.approx(check.max_abs_error, rel=1e-3)  # bf16 kernels differ slightly by batch size
     assert float((y - ref).abs().max()) <= accel.LOW_PRECISION_BOUND * float(ref.max() - ref.min())
     assert 0 < check.max_abs_error  # bfloat16 is not float32: the error is real
 

@@ -20,6 +20,7 @@ from sharpscope.errors import ConfigError, InputError
 from sharpscope.io import read_image, write_image
 from sharpscope.metrics import psnr
 from sharpscope.physics.psf import make_psf
+from sharpscope.restore import load_model
 
 
 def _blur(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -171,7 +172,9 @@ def test_cli_restore_with_a_psf_file_and_theory(tmp_path, tiny_model_path, capsy
     np.testing.assert_allclose(theory, with_file, atol=1e-4 * float(np.ptp(plain)))
     capsys.readouterr()
     bad = [
-        (["--consistency", "0.1"], "--consistency needs --psf"),
+        (["--consistency", "0.1"], "--consistency needs a PSF"),
+        (["--psf", "none", "--fc", "0.2", "--consistency", "0.1"], "--consistency needs a PSF"),
+        (["--fc", "0.2", "--consistency", "0.1", "--chunks", "32"], "whole images"),
         (["--psf", "theory"], "--psf theory needs the optics"),
         (["--psf", str(tmp_path / "missing.tif")], "no such file"),
         (["--psf", str(psf), "--chunks", "32"], "whole images"),
@@ -182,3 +185,53 @@ def test_cli_restore_with_a_psf_file_and_theory(tmp_path, tiny_model_path, capsy
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
         assert not out.exists()
+
+
+def test_cli_restore_corrects_through_the_theory_psf_by_default_when_told_the_optics(
+    tmp_path, tiny_model_path
+):
+    """``--psf auto`` (the default) is ``--psf theory`` with the optics given, and nothing
+    without them; ``--psf none`` turns it off; chunk by chunk it is off (no whole image)."""
+    rng = np.random.default_rng(6)
+    src = write_image(tmp_path / "cells.tif", rng.poisson(80, (64, 64)).astype(np.uint16), "YX")
+    common = ["--model", str(tiny_model_path), "--no-progress", "--no-range-check"]
+
+    def run(name, *extra):
+        assert main(["restore", str(src), "-o", str(tmp_path / name), *common, *extra]) == 0
+        return read_image(tmp_path / name).data
+
+    plain = run("plain.tif")
+    auto = run("auto.tif", "--fc", "0.2")
+    theory = run("theory.tif", "--fc", "0.2", "--psf", "theory")
+    off = run("off.tif", "--fc", "0.2", "--psf", "none")
+    chunked = run("chunked.tif", "--fc", "0.2", "--chunks", "32")
+    np.testing.assert_array_equal(auto, theory)
+    assert np.abs(auto - plain).max() > 1e-3 * float(np.ptp(plain))
+    # the tiny model does not take the optics: without the correction --fc changes nothing
+    np.testing.assert_array_equal(off, plain)
+    np.testing.assert_allclose(chunked, plain, atol=1e-4 * float(np.ptp(plain)))
+    # with the NA, the wavelength and the pixel size: the PSF of the full optics
+    na = run("na.tif", "--na", "1.2", "--wavelength", "600", "--pixel-size", "0.1")
+    h = theoretical_psf(na=1.2, wavelength=600, pixel_size=0.1)
+    via_api = load_model(tiny_model_path).predict(read_image(src).data, psf=h, warn_range=False)
+    np.testing.assert_allclose(na, via_api, atol=1e-5 * float(np.ptp(plain)))
+
+
+def test_predict_psf_auto_is_theory_of_fc_per_channel(tiny_model_path):
+    model = load_model(tiny_model_path)
+    img = np.random.default_rng(7).poisson(50, (2, 48, 48)).astype(np.float32)
+    auto = model.predict(img, axes="CYX", fc=[0.15, 0.3], warn_range=False)
+    theory = model.predict(
+        img, axes="CYX", fc=[0.15, 0.3], warn_range=False,
+        psf=[theoretical_psf(fc=0.15), theoretical_psf(fc=0.3)],
+    )
+    np.testing.assert_array_equal(auto, theory)
+    plain = model.predict(img, axes="CYX", warn_range=False)
+    np.testing.assert_array_equal(model.predict(img, axes="CYX", fc=0.2, psf=None, warn_range=False), plain)
+    np.testing.assert_array_equal(model.predict(img, axes="CYX", fc=0.2, psf="none", warn_range=False), plain)
+    with pytest.raises(ConfigError, match="needs the optics"):
+        model.predict(img, axes="CYX", psf="theory", warn_range=False)
+    with pytest.raises(ConfigError, match="consistency needs a PSF"):
+        model.predict(img, axes="CYX", consistency=0.1, warn_range=False)
+    with pytest.raises(ConfigError, match="psf must be an array"):
+        model.predict(img, axes="CYX", fc=0.2, psf="bead", warn_range=False)

@@ -251,7 +251,8 @@ def test_bench_ood_quick_runs_end_to_end(tmp_path, monkeypatch, capsys):
     text = capsys.readouterr().out
     assert "## Out-of-distribution quality (real specimens, vectorial PSF)" in text
     rows = ("| sharpscope |", "| pollen |", "| 300 |", "excess power", "elapsed:", "| + true PSF |",
-            "| sharpscope `--psf` true PSF (data consistency 0.01) |", "given the true PSF")
+            "| sharpscope `--psf` true PSF (data consistency 0.01) |", "given the true PSF",
+            "| told NA... |", "Model, optics not given, minus each oracle", "told, no corr.")
     for row in rows:
         assert row in text
     assert sorted(p.name for p in tmp_path.iterdir()) == [

@@ -245,8 +245,11 @@ def test_restore_with_optics_equals_predict_with_fc(viewer, qtbot, tmp_path, mon
         wait_done(qtbot, w)
     out = viewer.layers["img restored"]
     assert out.metadata["sharpscope"]["fc"] == pytest.approx(fc)
-    expect = model.predict(img, fc=fc, modality="confocal")
+    # told the optics, the widget corrects through their theoretical PSF, as the CLI does
+    theory = sharpscope.theoretical_psf(na=1.2, wavelength=600.0, pixel_size=0.1, modality="confocal")
+    expect = model.predict(img, fc=fc, modality="confocal", psf=theory)
     np.testing.assert_allclose(out.data, expect, atol=1e-5)
+    assert np.abs(expect - model.predict(img, fc=fc, modality="confocal", psf="none")).max() > 1e-4
     unknown = model.predict(img)
     assert np.abs(expect - unknown).max() > 1e-3
 

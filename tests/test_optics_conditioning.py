@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import TINY_MRBCR_HPARAMS, TINY_TRAIN_HPARAMS, make_tiny_optics_model
+from sharpscope.consistency import theoretical_psf
 from sharpscope.errors import ConfigError, InputError
 from sharpscope.io import read_image, write_image
 from sharpscope.models.format import load_network, save_model
@@ -168,8 +169,11 @@ def test_predict_with_the_optics_in_memory_and_chunked(tmp_path):
     assert np.abs(told - blind).max() > 1e-3 * spread
     assert np.abs(told - confocal).max() > 1e-3 * spread
     chunked = restore_array(model, da.from_array(img), "YX", chunks=48, tile=64, overlap=16, fc=0.2)
-    ref = model.predict(img, fc=0.2, tile=64, overlap=16, warn_range=False)
+    # chunk by chunk there is no whole image for the default (psf='auto') correction
+    ref = model.predict(img, fc=0.2, tile=64, overlap=16, warn_range=False, psf="none")
     assert np.abs(chunked.compute(scheduler="synchronous") - ref).max() <= 1e-5 * spread
+    corrected = model.predict(img, fc=0.2, tile=64, overlap=16, warn_range=False)
+    assert np.abs(corrected - ref).max() > 1e-4 * spread
     with pytest.raises(ConfigError, match="fc"):
         model.predict(img, fc=-1.0, warn_range=False)
     with pytest.raises(ConfigError, match="modality"):
@@ -180,8 +184,12 @@ def test_a_model_without_optics_input_ignores_them_with_a_warning(tiny_model):
     img = _image(shape=(64, 64))
     ref = tiny_model.predict(img, warn_range=False)
     with pytest.warns(UserWarning, match="does not take the optics"):
-        out = tiny_model.predict(img, fc=0.2, warn_range=False)
+        out = tiny_model.predict(img, fc=0.2, warn_range=False, psf="none")
     assert np.array_equal(out, ref)
+    # the optics still set the default correction's theoretical PSF
+    with pytest.warns(UserWarning, match="does not take the optics"):
+        auto = tiny_model.predict(img, fc=0.2, warn_range=False)
+    assert np.array_equal(auto, tiny_model.predict(img, psf=theoretical_psf(fc=0.2), warn_range=False))
 
 
 def test_restore_files_takes_the_optics_from_na_wavelength_and_the_files_pixel_size(tmp_path):
@@ -196,11 +204,14 @@ def test_restore_files_takes_the_optics_from_na_wavelength_and_the_files_pixel_s
                         warn_range=False, device="cpu")
     got = read_image(out[0]).data
     # fc = NA * pixel / wavelength = 1.0 * 0.1 um / 0.5 um
-    assert np.array_equal(got, model.predict(img, fc=0.2, warn_range=False))
+    # and the default correction through the theoretical PSF of these optics
+    theory = theoretical_psf(na=1.0, wavelength=500, pixel_size=0.1)
+    assert np.array_equal(got, model.predict(img, fc=0.2, warn_range=False, psf=theory))
     out = restore_files(tmp_path / "bare.tif", tmp_path / "b_out.tif", model=model, na=1.0, wavelength=500,
                         pixel_size=0.125, modality="confocal", warn_range=False, device="cpu")
     got = read_image(out[0]).data
-    assert np.array_equal(got, model.predict(img, fc=0.25, modality="confocal", warn_range=False))
+    theory = theoretical_psf(na=1.0, wavelength=500, pixel_size=0.125, modality="confocal")
+    assert np.array_equal(got, model.predict(img, fc=0.25, modality="confocal", warn_range=False, psf=theory))
     with pytest.raises(InputError, match="bare.tif: the image records no pixel size"):
         restore_files(tmp_path / "bare.tif", tmp_path / "c_out.tif", model=model, na=1.0,
                       wavelength=500, warn_range=False, device="cpu")

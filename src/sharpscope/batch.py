@@ -591,7 +591,10 @@ def restore_files(
     **kw
         Passed to :meth:`~sharpscope.restore.Model.predict` (``tile``, ``overlap``,
         ``batch_size``, ``device``, ``progress``, ``dtype``, ``tta``,
-        ``warn_range``, ``fc``, ``modality``); or the optics as ``na`` and
+        ``warn_range``, ``fc``, ``modality``, ``psf``, ``consistency``; a ``psf``
+        may also be a file path, and ``'auto'``, the default, corrects through the
+        theoretical PSF whenever a file's optics are known, given or recorded;
+        ``'none'`` turns that off); or the optics as ``na`` and
         ``wavelength`` (nm) with ``pixel_size`` (um, default: each file's own),
         from which each file's ``fc`` is computed
         (:func:`sharpscope.blind.resolve_fc`).  With none of them and
@@ -629,10 +632,10 @@ def restore_files(
     """
     import warnings
 
-    from sharpscope.consistency import THEORY_PSF, check_psf, theoretical_psf
+    from sharpscope.consistency import AUTO_PSF, NO_PSF, THEORY_PSF, check_psf, theoretical_psf
     from sharpscope.errors import RangeWarning
     from sharpscope.io import read_image, validate_axes, write_image
-    from sharpscope.restore import DTYPES, Model, load_model
+    from sharpscope.restore import DTYPES, Model, load_model, psf_mode
 
     if axes is not None:
         validate_axes(axes, len(axes.strip()))
@@ -643,23 +646,23 @@ def restore_files(
     warn_range = kw.pop("warn_range", True)
     optics = {k: kw.pop(k, None) for k in ("na", "wavelength", "pixel_size")}
     user_fc = kw.get("fc")
-    psf = kw.pop("psf", None)
-    theory_psf = isinstance(psf, str) and psf.strip().lower() == THEORY_PSF
-    if theory_psf:
-        if user_fc is None and optics["na"] is None:
-            raise ConfigError(
-                f"psf={THEORY_PSF!r} needs the optics: fc, or the NA and the wavelength"
-            )
-    elif psf is not None:
+    psf = kw.pop("psf", AUTO_PSF)
+    mode = psf_mode(psf)
+    told = user_fc is not None or optics["na"] is not None
+    if mode == THEORY_PSF and not told:
+        raise ConfigError(f"psf={THEORY_PSF!r} needs the optics: fc, or the NA and the wavelength")
+    if mode is None:
         name = f"the PSF {psf}" if isinstance(psf, (str, os.PathLike)) else "the PSF"
         if isinstance(psf, (str, os.PathLike)):
             psf = read_image(psf).data
         # one PSF is checked here, once for the batch; per-channel lists by Model.predict
         kw["psf"] = psf if isinstance(psf, (list, tuple)) else check_psf(psf, name)
+    else:
+        kw["psf"] = mode
     consistency = kw.pop("consistency", None)
     if consistency is not None:
-        if psf is None:
-            raise ConfigError("consistency needs a PSF (psf=...)")
+        if mode == NO_PSF or (mode == AUTO_PSF and not told and not file_optics):
+            raise ConfigError("consistency needs a PSF (psf=...), or the optics for the theoretical one")
         kw["consistency"] = consistency
     if any(v is not None for v in optics.values()):
         if user_fc is not None:
@@ -678,14 +681,12 @@ def restore_files(
             if optics["pixel_size"] is None and px is None:
                 raise InputError(f"{src}: the image records no pixel size; give the pixel size (um) with the NA")
             opts = dict(kw, fc=resolve_fc(user_fc, file_pixel_size=px, **optics))
-            if theory_psf:
+            if mode in (THEORY_PSF, AUTO_PSF):  # the PSF of the full optics, not only fc
                 opts["psf"] = theoretical_psf(
                     na=optics["na"], wavelength=optics["wavelength"],
                     pixel_size=optics["pixel_size"] or px, modality=kw.get("modality"),
                 )
             return opts
-        if theory_psf:
-            return dict(kw, psf=theoretical_psf(fc=user_fc, modality=kw.get("modality")))
         if user_fc is None and file_optics and loaded[0].uses_optics:
             from sharpscope.restore import optics_from_metadata
 
@@ -708,12 +709,14 @@ def restore_files(
     def work(src: Path, dst: Path) -> Path:
         net = loaded[0]
         if parallel.use_chunks(src, dst, axes, chunks, workers, cluster):
-            if psf is not None:
+            if mode not in (AUTO_PSF, NO_PSF) or (mode == AUTO_PSF and consistency is not None):
                 raise ConfigError(
                     f"{src}: restoring with a PSF works on whole images in memory; drop the "
                     "PSF or --chunks/--workers/--cluster"
                 )
+            # chunk by chunk there is no whole image to correct: psf='auto' restores without
             opts = file_optics_kw(src, read_image(src, axes=axes, lazy=True))
+            opts = {k: v for k, v in opts.items() if k not in ("psf", "consistency")}
             return parallel.restore_dask(
                 net, src, dst, axes=axes, chunks=chunks, workers=workers, cluster=cluster,
                 desc=desc, warn_range=warn_range, **opts,

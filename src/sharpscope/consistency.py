@@ -28,7 +28,11 @@ The default strength, 0.01, was chosen on four simulated development sets (seeds
 that nothing else uses) before the out-of-distribution benchmark was run with it;
 see ``docs/user-guide.md`` ("Restoring with a known PSF").  :func:`theoretical_psf`
 gives the aberration-free PSF of the optics when no measured PSF is at hand
-(``restore --psf theory``).
+(``restore --psf theory``).  It is also the default whenever the optics are told
+(``psf='auto'``, ``--psf auto``: the cut-off ``fc`` or the NA, wavelength and pixel
+size): chosen by a rule written before it was measured, on the same development
+sets with the model told the optics (see the user guide).  Without the optics there
+is no PSF to trust and nothing is corrected.
 
 Examples
 --------
@@ -48,7 +52,16 @@ import numpy as np
 
 from sharpscope.errors import ConfigError, InputError
 
-__all__ = ["DEFAULT_STRENGTH", "TARGET_SIGMA", "THEORY_PSF", "check_psf", "data_consistency", "theoretical_psf"]
+__all__ = [
+    "AUTO_PSF",
+    "DEFAULT_STRENGTH",
+    "NO_PSF",
+    "TARGET_SIGMA",
+    "THEORY_PSF",
+    "check_psf",
+    "data_consistency",
+    "theoretical_psf",
+]
 
 DEFAULT_STRENGTH = 0.01
 TARGET_SIGMA = 0.6  # px: the simulator's target blur, what every bundled model learned to output
@@ -179,6 +192,13 @@ def data_consistency(
 
 
 THEORY_PSF = "theory"
+"""``psf=`` value that asks for :func:`theoretical_psf` of the optics given."""
+
+AUTO_PSF = "auto"
+"""The default ``psf=``: the theoretical PSF when the optics are told, else no correction."""
+
+NO_PSF = "none"
+"""``psf=`` value (like None) that turns the correction off."""
 
 
 def theoretical_psf(

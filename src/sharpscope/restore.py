@@ -25,7 +25,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from sharpscope.consistency import DEFAULT_STRENGTH, check_psf, data_consistency
+from sharpscope.consistency import (
+    AUTO_PSF,
+    DEFAULT_STRENGTH,
+    NO_PSF,
+    THEORY_PSF,
+    check_psf,
+    data_consistency,
+    theoretical_psf,
+)
 from sharpscope.errors import (
     AxesError,
     ConfigError,
@@ -482,7 +490,7 @@ class Model:
         precision: str = "float32",
         fc: float | Sequence[float] | None = None,
         modality: str | Sequence[str] | None = None,
-        psf: np.ndarray | Sequence[np.ndarray] | None = None,
+        psf: np.ndarray | Sequence[np.ndarray] | str | None = AUTO_PSF,
         consistency: float | None = None,
     ) -> np.ndarray:
         """Restore a whole image.
@@ -537,17 +545,20 @@ class Model:
             wavelengths differ), or one for all.
         modality : {'widefield', 'confocal'} or sequence of them, optional
             The microscope type, with ``fc`` (default widefield).
-        psf : numpy.ndarray or sequence of them, optional
+        psf : numpy.ndarray, sequence of them, {'auto', 'theory', 'none'} or None
             The 2-D PSF of the measurement (a measured bead or
             :func:`sharpscope.physics.psf.make_psf` of the optics; one per channel
             or one for all).  Each restored plane is then corrected towards what
             the data show through this PSF (:func:`sharpscope.consistency.data_consistency`):
             the network keeps the frequencies the noise hides, the data take over
-            those they resolve.
+            those they resolve.  ``'theory'``: the aberration-free PSF of ``fc``
+            and ``modality`` (:func:`sharpscope.consistency.theoretical_psf`).
+            ``'auto'`` (default): ``'theory'`` when ``fc`` is given, else no
+            correction.  ``'none'`` or None: no correction.
         consistency : float, optional
             Strength of that correction (default
             :data:`sharpscope.consistency.DEFAULT_STRENGTH`; 0 turns it off).
-            Needs ``psf``.
+            Needs a PSF (given, or the optics for ``'auto'``).
 
         Returns
         -------
@@ -607,7 +618,7 @@ class Model:
         pmin, pmax = self.percentiles
         net = self.network.to(dev)
         optics = self.optics(fc, modality, n_chan)
-        psfs, strength = _consistency_psfs(psf, consistency, n_chan)
+        psfs, strength = _consistency_psfs(psf, consistency, n_chan, fc, modality)
         batch_size = self._memory_batch(batch_size, tile, (h, w), dev)
 
         out = np.empty(planes.shape, dtype=np.float32)
@@ -646,14 +657,35 @@ class Model:
         return np.ascontiguousarray(result)
 
 
+def psf_mode(psf: Any) -> str | None:
+    """``'auto'``, ``'theory'`` or ``'none'`` for those ``psf=`` words (None: 'none'),
+    None for a PSF given as an array, a list or a file path."""
+    if psf is None:
+        return NO_PSF
+    if isinstance(psf, str) and psf.strip().lower() in (AUTO_PSF, THEORY_PSF, NO_PSF):
+        return psf.strip().lower()
+    return None
+
+
 def _consistency_psfs(
-    psf: Any, strength: float | None, n_chan: int
+    psf: Any, strength: float | None, n_chan: int, fc: Any = None, modality: Any = None
 ) -> tuple[list[np.ndarray] | None, float]:
     """Per-channel checked PSFs and the strength of the data-consistency step."""
-    if psf is None:
+    mode = psf_mode(psf)
+    if mode == THEORY_PSF and fc is None:
+        raise ConfigError(f"psf={THEORY_PSF!r} needs the optics (fc)")
+    if mode == NO_PSF or (mode == AUTO_PSF and fc is None):
         if strength not in (None, 0):
-            raise ConfigError("consistency needs a PSF (psf=...)")
+            raise ConfigError("consistency needs a PSF (psf=...), or the optics (fc) for the theoretical one")
         return None, 0.0
+    if mode is not None:  # the theoretical PSF of each channel's optics
+        fcs, mods = _per_channel(fc, n_chan, "fc"), _per_channel(modality, n_chan, "modality")
+        try:
+            psf = [theoretical_psf(fc=float(f), modality=m) for f, m in zip(fcs, mods, strict=True)]
+        except (TypeError, ValueError):
+            raise ConfigError(f"fc must be a number, got {fc!r}") from None
+    elif isinstance(psf, str):
+        raise ConfigError(f"psf must be an array, {AUTO_PSF!r}, {THEORY_PSF!r} or {NO_PSF!r}, got {psf!r}")
     strength = DEFAULT_STRENGTH if strength is None else float(strength)
     if not (np.isfinite(strength) and strength >= 0):
         raise ConfigError(f"the consistency strength must be >= 0, got {strength}")
@@ -799,7 +831,7 @@ def optics_condition(
         raise ConfigError(str(exc)) from None
     if not getattr(net, "optics_input", False):
         warnings.warn(
-            "this model does not take the optics; fc/modality are ignored", UserWarning, stacklevel=3
+            "this model does not take the optics: its network ignores fc/modality (they still set psf='auto')", UserWarning, stacklevel=3
         )
         return None
     return vec

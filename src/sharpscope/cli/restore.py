@@ -69,14 +69,17 @@ def add_restore_optics(p: argparse.ArgumentParser) -> None:
         help="microscope type, with the optics (default widefield)",
     )
     g.add_argument(
-        "--psf", default=None, metavar="PSF.tif|theory",
+        "--psf", default="auto", metavar="PSF.tif|theory|auto|none",
         help="the 2-D PSF of the measurement (a file, or 'theory': the aberration-free PSF of "
         "the optics given): each restored plane is then corrected towards what the data "
-        "show through it (data consistency; see the user guide)",
+        "show through it (data consistency; see the user guide). Default 'auto': 'theory' "
+        "whenever the optics are known (the flags above, or --file-optics), else no "
+        "correction; 'none' turns it off",
     )
     g.add_argument(
         "--consistency", type=number(), default=None, metavar="S",
-        help="strength of that correction (default 0.01; 0 turns it off; needs --psf)",
+        help="strength of that correction (default 0.01; 0 turns it off; needs a PSF: "
+        "--psf, or the optics for 'auto')",
     )
     g.add_argument(
         "--file-optics", action="store_true",
@@ -92,11 +95,13 @@ def check_restore_optics(args: argparse.Namespace) -> None:
     check_optics_flags(args)
     if args.modality is not None and args.fc is None and args.na is None:
         raise ConfigError("--modality goes with the optics (--fc, or --na and --wavelength)")
-    if args.consistency is not None and args.psf is None:
-        raise ConfigError("--consistency needs --psf")
+    psf = str(args.psf).strip().lower()
+    told = args.fc is not None or args.na is not None
+    if args.consistency is not None and (psf == "none" or (psf == "auto" and not told and not args.file_optics)):
+        raise ConfigError("--consistency needs a PSF: --psf PSF.tif|theory, or the optics (--fc, or --na and --wavelength)")
     if args.consistency is not None and args.consistency < 0:
         raise ConfigError(f"--consistency must be >= 0, got {args.consistency:g}")
-    if str(args.psf).strip().lower() == "theory" and args.fc is None and args.na is None:
+    if psf == "theory" and args.fc is None and args.na is None:
         raise ConfigError("--psf theory needs the optics (--fc, or --na and --wavelength)")
 
 

@@ -230,9 +230,17 @@ class RestoreWidget(c.SharpscopeWidget):
         self.psf_layer.visible = self.consistency.visible = bool(self.psf_known.value)
 
     def psf_options(self) -> dict[str, Any]:
-        """``psf`` and ``consistency`` of :meth:`Model.predict` (empty: no PSF)."""
+        """``psf`` and ``consistency`` of :meth:`Model.predict` (empty: no PSF).
+
+        Without *PSF known*, the optics set (*optics known*) give the theoretical PSF of
+        the full optics, as ``restore --na --wavelength --pixel-size`` does by default.
+        """
         if not self.psf_known.value:
-            return {}
+            if not (self.uses_optics and self.optics_known.value):
+                return {}
+            from sharpscope.consistency import theoretical_psf
+
+            return {"psf": theoretical_psf(**self.optics_fields.values(), modality=str(self.modality.value))}
         layer = self.psf_layer.value
         if layer is None:
             raise c.InputError("PSF known is ticked but no PSF layer is chosen")
@@ -334,13 +342,16 @@ class RestoreWidget(c.SharpscopeWidget):
             if "backend" in inspect.signature(Model.predict).parameters:
                 extra["backend"] = "plain"  # a compiled graph would skip the per-tile reports
             if optics and not model.uses_optics:  # the header said otherwise: never silently
-                job.warn("this model does not take the optics; fc/modality are ignored")
+                job.warn("this model does not take the optics: its network ignores fc/modality")
             elif optics:
                 extra.update(optics)
                 job.log(f"optics: fc {optics['fc']:.3g} cycles/pixel, {optics['modality']}")
             if psf_kw:
                 extra.update(psf_kw)
-                job.log(f"data consistency through the PSF layer, strength {psf_kw['consistency']:g}")
+                if "consistency" in psf_kw:
+                    job.log(f"data consistency through the PSF layer, strength {psf_kw['consistency']:g}")
+                else:
+                    job.log("data consistency through the theoretical PSF of the optics")
             watched = Model(model.header, WatchedNetwork(model.network, job, total), model.path)
             return watched.predict(
                 data, axes=axes, tile=tile, overlap=overlap, batch_size=batch, device=device, tta=tta,
