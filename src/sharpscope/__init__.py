@@ -13,7 +13,7 @@ command                            Python
 ``sharpscope restore``             :func:`restore_files` (arrays: :func:`load_model`, ``Model.predict``)
 ``sharpscope deconvolve``          :func:`deconvolve_files` (arrays: :func:`deconvolve`)
 ``sharpscope evaluate``            :func:`evaluate` on :func:`read_image` data
-``sharpscope psf``                 :func:`make_psf`
+``sharpscope psf``                 :func:`make_psf` (the cut-off ``fc``: :func:`cutoff_frequency`)
 ``sharpscope estimate-psf``        :func:`estimate_psf` (``deconvolve --psf auto``: :func:`blind_deconvolve`)
 ``sharpscope simulate``            :func:`simulate_dataset` + :func:`write_dataset`
 ``sharpscope prepare``             :func:`prepare`
@@ -58,6 +58,7 @@ _EXPORTS = {
     "write_dataset": "sharpscope.simulate",
     "set_threads": "sharpscope.runtime",
     "make_psf": "sharpscope.physics.psf",
+    "cutoff_frequency": "sharpscope.physics.psf",
     "theoretical_psf": "sharpscope.consistency",
     "data_consistency": "sharpscope.consistency",
     "deconvolve": "sharpscope.deconv",
