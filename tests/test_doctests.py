@@ -46,6 +46,7 @@ MODULES = (
     "sharpscope.training.tasks",
     "sharpscope.models.psfnet",
     "sharpscope.blind",
+    "sharpscope.blind.beads",
     "sharpscope.blind.classical",
     "sharpscope.blind.deconvolve",
     "sharpscope.blind.field",

@@ -92,6 +92,7 @@ __all__ = [
     "SimulatedPairs",
     "SpecimenModel",
     "ZernikePreset",
+    "bead_image",
     "get_preset",
     "sample_seed",
     "simulate_dataset",
@@ -1357,3 +1358,75 @@ def write_dataset(path: str | os.PathLike[str], data: dict[str, Any]) -> tuple[P
     with atomic_write(json_path) as tmp:
         tmp.write_text(json.dumps(doc, indent=1))
     return npz_path, json_path
+
+
+# --------------------------------------------------------------------------- bead images
+def bead_image(
+    psf: np.ndarray,
+    n: int = 30,
+    *,
+    flux: Range = (1.5e4, 4.5e4),
+    background: float = 100.0,
+    shape: tuple[int, int] = (512, 512),
+    spacing: int = 45,
+    extra: Sequence[tuple[float, float, float]] = (),
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A 2-D calibration image of sub-resolution beads, and the beads' true centres.
+
+    ``n`` beads at random positions (at least ``spacing`` pixels apart in either axis,
+    away from the border) and random sub-pixel offsets: each is ``psf`` moved there by a
+    Fourier shift (exact for a band-limited diffraction PSF) times a flux drawn from
+    ``flux`` (photons); plus ``extra`` beads ``(row, column, flux)`` placed on whole
+    pixels as given (e.g. a close pair); on a ``background`` (photons per pixel), with
+    Poisson noise, as uint16 counts (clipped at 65535).  For testing and benchmarking
+    :func:`sharpscope.blind.measure_bead_psf`.
+
+    Returns
+    -------
+    image : numpy.ndarray
+        ``shape`` uint16.
+    centres : numpy.ndarray
+        ``(n, 2)`` true sub-pixel centres (row, column) of the random beads.
+
+    Examples
+    --------
+    >>> from sharpscope.physics.psf import make_psf
+    >>> img, centres = bead_image(make_psf(fc=0.2, size=33), n=4, shape=(256, 256))
+    >>> img.dtype, centres.shape
+    (dtype('uint16'), (4, 2))
+    """
+    from scipy.ndimage import fourier_shift
+
+    h = np.asarray(psf, dtype=np.float64)
+    if h.ndim != 2 or h.shape[0] != h.shape[1] or h.shape[0] % 2 == 0:
+        raise ConfigError(f"the bead PSF must be a square 2-D array of odd side, got shape {h.shape}")
+    rng = np.random.default_rng(seed)
+    big = np.pad(h, 40)  # room for the shift's wrap-around
+    r = big.shape[0] // 2
+    img = np.full(shape, float(background))
+    if min(shape) <= 2 * r + 1:
+        raise ConfigError(f"the bead image must be larger than {2 * r + 1} pixels per side")
+
+    def add(y: int, x: int, d: np.ndarray, f: float) -> None:
+        bead = np.fft.ifft2(fourier_shift(np.fft.fft2(big), d)).real
+        img[y - r : y + r + 1, x - r : x + r + 1] += f * bead
+
+    def free(y: int, x: int, others, gap: int) -> bool:
+        return all(max(abs(y - a), abs(x - b)) > gap for a, b, *_ in others)
+
+    centres: list[tuple[float, float]] = []
+    for _ in range(200 * max(n, 1)):
+        if len(centres) >= n:
+            break
+        y, x = (int(v) for v in rng.integers(r, np.array(shape) - r))
+        if free(y, x, centres, spacing) and free(y, x, extra, spacing + 15):
+            d = rng.uniform(-0.5, 0.5, 2)
+            add(y, x, d, float(rng.uniform(*flux)))
+            centres.append((y + d[0], x + d[1]))
+    if len(centres) < n:
+        raise ConfigError(f"{n} beads {spacing} px apart do not fit in {shape[0]}x{shape[1]}")
+    for y, x, f in extra:
+        add(int(y), int(x), np.zeros(2), float(f))
+    counts = rng.poisson(np.clip(img, 0, None))
+    return np.minimum(counts, 65535).astype(np.uint16), np.array(centres, dtype=np.float64).reshape(-1, 2)

@@ -14,10 +14,14 @@ This package sits above :mod:`sharpscope.models` (the identification network,
     The mean and leading eigen-PSFs of a grid (for fast space-varying blurs).
 :func:`blind_richardson_lucy`
     The classical alternating blind Richardson-Lucy baseline.
+:func:`measure_bead_psf`
+    Not blind: the PSF averaged over the isolated beads of a bead image
+    (:mod:`sharpscope.blind.beads`).
 """
 
 from __future__ import annotations
 
+from sharpscope.blind.beads import BeadPSF, measure_bead_psf
 from sharpscope.blind.classical import BlindRLIdentifier, aberration_free_psf, blind_richardson_lucy
 from sharpscope.blind.deconvolve import (
     BlindInfo,
@@ -35,6 +39,7 @@ from sharpscope.blind.field import (
 from sharpscope.blind.measures import ee50, fwhm, psf_snr, reblur_psnr, relative_l2
 
 __all__ = [
+    "BeadPSF",
     "BlindInfo",
     "BlindRLIdentifier",
     "PSFEstimate",
@@ -46,6 +51,7 @@ __all__ = [
     "eigen_psfs",
     "estimate_psf",
     "fwhm",
+    "measure_bead_psf",
     "psf_snr",
     "reblur_psnr",
     "relative_l2",

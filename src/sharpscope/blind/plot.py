@@ -1,4 +1,5 @@
-"""Figure of a PSF estimate: the grid over the image with per-tile FWHM, and the PSFs."""
+"""Figures of PSF estimates: the grid over the image with per-tile FWHM and the PSFs; the
+beads a measured PSF was averaged from."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 
 from sharpscope.blind.field import PSFEstimate
 
-__all__ = ["estimate_figure"]
+__all__ = ["bead_figure", "estimate_figure"]
 
 
 def estimate_figure(image: Any, estimate: PSFEstimate, title: str | None = None):
@@ -91,3 +92,52 @@ def estimate_figure(image: Any, estimate: PSFEstimate, title: str | None = None)
     if title:
         fig.suptitle(title)
     return fig
+
+
+def bead_figure(image: Any, beads: Any, title: str | None = None):
+    """The bead image with the beads averaged circled, beside the measured PSF (log scale).
+
+    Parameters
+    ----------
+    image : array_like
+        The 2-D bead image.
+    beads : BeadPSF
+        From :func:`sharpscope.blind.beads.measure_bead_psf`.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+
+    arr = np.squeeze(np.asarray(image, dtype=np.float64))
+    fig = Figure(figsize=(11.0, 5.2), layout="constrained")
+    ax_img, ax_psf = fig.subplots(1, 2, width_ratios=[1.15, 1.0])
+    lo, hi = np.percentile(arr, [0.5, 99.8])
+    ax_img.imshow(arr, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
+    r = beads.psf.shape[-1] / 2
+    for y, x in beads.positions:
+        ax_img.add_patch(_circle((x, y), r))
+    rejected = ", ".join(f"{k} {v}" for k, v in beads.rejected.items() if v) or "none"
+    ax_img.set_title(f"{len(beads.positions)} beads averaged (rejected: {rejected})", fontsize=9)
+    ax_img.set_axis_off()
+    psf = np.asarray(beads.psf, dtype=np.float64)
+    positive = psf[psf > 0]
+    vmin = max(float(positive.min()) if positive.size else 1e-6, float(psf.max()) * 1e-4)
+    im = ax_psf.imshow(np.maximum(psf, vmin), cmap="magma", norm=LogNorm(vmin=vmin, vmax=float(psf.max())))
+    ax_psf.set_title(f"PSF {psf.shape[0]}x{psf.shape[1]}: FWHM {beads.fwhm:.2f} px, EE50 {beads.ee50:.2f} px",
+                     fontsize=9)
+    ax_psf.set_axis_off()
+    fig.colorbar(im, ax=ax_psf, shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _circle(xy: tuple[float, float], radius: float):
+    from matplotlib.patches import Circle
+
+    return Circle(xy, radius, fill=False, edgecolor="#33dd66", linewidth=0.8)

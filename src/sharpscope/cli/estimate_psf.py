@@ -98,13 +98,26 @@ def register(sub: argparse._SubParsersAction) -> None:
             "order) and their tile centres, FWHM and confidence are written beside it as "
             "PSF.json. Patches without structure are not used; tiles without any are filled "
             "from their neighbours. The optics are optional: --fc (with --theta-max), or --na "
-            "--wavelength [--pixel-size]."
+            "--wavelength [--pixel-size]. With --beads, INPUT is an image of isolated "
+            "sub-resolution beads and the PSF is measured on it instead: the flux-weighted "
+            "mean of the beads, centred at sub-pixel precision (for restore --psf and "
+            "deconvolve --psf)."
         ),
     )
     p.add_argument("input", metavar="INPUT", help="image file")
     add_output(p, help="output PSF image (.tif)", metavar="PSF.tif")
     add_optics(p)
     p.add_argument("--grid", metavar="RxC", default=None, help="a grid of R x C PSFs, e.g. 3x3")
+    b = p.add_argument_group("measured PSF (instead of the blind estimate)")
+    b.add_argument(
+        "--beads", action="store_true",
+        help="INPUT is a 2-D image of isolated sub-resolution beads: measure the PSF on it "
+        "(isolated, unsaturated beads of similar shape, averaged)",
+    )
+    b.add_argument(
+        "--psf-size", type=int, default=None, metavar="S",
+        help="side of the measured PSF, odd (default 33; beads closer than S are not used)",
+    )
     p.add_argument(
         "--axes", default=None, help="axes of INPUT, e.g. YX, TYX (default: from the file)"
     )
@@ -121,8 +134,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_beads(args: argparse.Namespace) -> None:
+    """``--beads`` takes none of the blind estimate's options; ``--psf-size`` needs it."""
+    if not args.beads:
+        if args.psf_size is not None:
+            raise ConfigError("--psf-size goes with --beads (the network's PSF size is fixed)")
+        return
+    blind = {
+        "--grid": args.grid, "--theta-max": args.theta_max, "--identifier": args.identifier,
+        "--fc": args.fc, "--na": args.na, "--wavelength": args.wavelength,
+        "--pixel-size": args.pixel_size, "--min-structure": args.min_structure,
+    }
+    given = [k for k, v in blind.items() if v is not None]
+    if given:
+        raise ConfigError(f"--beads measures the PSF on the beads; it takes no {', '.join(given)}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Handle ``sharpscope estimate-psf``."""
+    check_beads(args)
     grid = parse_grid(args.grid)
     check_optics(args)
     if args.plot is not None and not str(args.plot).lower().endswith(".png"):
@@ -143,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
 
     setup_compute(args)
     image = read_image(args.input, axes=args.axes)
+    if args.beads:
+        return _run_beads(args, image, out)
     fc = optics_fc(args, image.pixel_size)
     bar = None
     if show_progress(args) and not args.json:
@@ -165,8 +197,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    px = image.pixel_size.get("X")
-    pixel = {"Y": float(image.pixel_size.get("Y", px)), "X": float(px)} if px else None
+    pixel = _pixel(image)
     summary = est.to_dict()
     summary.update(input=str(args.input), output=str(out))
     if grid is None:
@@ -213,6 +244,42 @@ def run(args: argparse.Namespace) -> int:
         args,
         f"noise: Poisson gain {est.noise.gain:.3g}, Gaussian sigma {est.noise.sigma:.3g} (image units)",
     )
+    return 0
+
+
+def _pixel(image) -> dict[str, float] | None:
+    px = image.pixel_size.get("X")
+    return {"Y": float(image.pixel_size.get("Y", px)), "X": float(px)} if px else None
+
+
+def _run_beads(args: argparse.Namespace, image, out: Path) -> int:
+    """``estimate-psf --beads``: the PSF measured on the beads of the image."""
+    from sharpscope.blind.beads import measure_bead_psf
+    from sharpscope.io import atomic_write, write_image
+
+    beads = measure_bead_psf(image.data, size=33 if args.psf_size is None else args.psf_size, axes=image.axes)
+    summary = beads.to_dict()
+    summary.update(input=str(args.input), output=str(out))
+    if args.plot is not None:  # the figure first: a failure leaves no PSF file behind
+        from sharpscope.blind.plot import bead_figure
+
+        fig = bead_figure(image.data, beads, title=f"{Path(args.input).name}: measured PSF")
+        with atomic_write(args.plot) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        summary["plot"] = str(args.plot)
+    write_image(out, beads.psf, "YX", pixel_size=_pixel(image))
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    s = beads.psf.shape[-1]
+    rejected = ", ".join(f"{k} {v}" for k, v in beads.rejected.items() if v)
+    print(
+        f"wrote {out} (YX {s}x{s}; {len(beads.positions)} beads averaged"
+        + (f", rejected: {rejected}" if rejected else "")
+        + f"; FWHM {beads.fwhm:.2f} px, EE50 {beads.ee50:.2f} px)"
+    )
+    if args.plot is not None:
+        print(f"wrote {args.plot}")
     return 0
 
 
