@@ -702,3 +702,34 @@ def test_deconvolve_auto_psf(viewer, qtbot, sample):
     w.show_psf()
     wait_done(qtbot, w)
     assert viewer.layers["psf"].data.shape == (33, 33)
+
+
+def test_estimate_psf_on_beads_adds_the_measured_psf_and_the_beads(viewer, qtbot, monkeypatch):
+    import sharpscope
+    from sharpscope.napari._estimate_psf import IDENTIFIERS, EstimatePSFWidget
+    from sharpscope.simulate import bead_image
+
+    truth = sharpscope.make_psf(fc=0.2, size=33)
+    img, centres = bead_image(truth, 12, shape=(384, 384), seed=3)
+    layer = viewer.add_image(img, name="beads", scale=(0.1, 0.1))
+    w = EstimatePSFWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.image.value = layer
+    w.identifier.value = IDENTIFIERS[3]
+    # the blind estimate's options are hidden, the PSF size shown
+    assert w.optics_mode.native.isHidden() and w.use_grid.native.isHidden()
+    assert not w.psf_size.native.isHidden()
+    w.estimate()
+    wait_done(qtbot, w)
+    psf, beads = viewer.layers["beads bead psf"], viewer.layers["beads beads"]
+    expect = sharpscope.blind.measure_bead_psf(img, size=33)
+    np.testing.assert_allclose(psf.data, expect.psf, atol=1e-7)
+    assert sharpscope.blind.relative_l2(psf.data, truth) < 0.05
+    assert len(beads.data) == len(centres) and tuple(psf.scale) == (0.1, 0.1)
+    # a blank layer: one error notification, nothing added
+    shown = error_messages(monkeypatch)
+    w.image.value = viewer.add_image(np.random.default_rng(1).poisson(50, (128, 128)).astype(np.uint16), name="blank")
+    w.estimate()
+    wait_done(qtbot, w)
+    assert shown and "found no isolated bead" in shown[-1]
+    assert [x.name for x in viewer.layers] == ["beads", "beads bead psf", "beads beads", "blank"]

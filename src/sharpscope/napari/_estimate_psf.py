@@ -5,7 +5,10 @@ PSF-identification network (:func:`sharpscope.blind.estimate_psf`), optionally
 given the optics.  The result is an image layer (the PSF, or the stack of the
 grid's PSFs in row-major tile order) and a shapes layer outlining the tiles over
 the image, each labelled with its FWHM (``filled`` for tiles without structure,
-whose PSF comes from their neighbours).  The work runs in a thread worker.
+whose PSF comes from their neighbours).  With the identifier *beads*, the layer is an
+image of isolated sub-resolution beads and the PSF is measured on it instead
+(:func:`sharpscope.blind.measure_bead_psf`, ``estimate-psf --beads``): the PSF layer and a
+points layer marking the beads averaged.  The work runs in a thread worker.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from sharpscope.errors import InputError
 from sharpscope.napari import _common as c
 
 OPTICS = ("unknown", "cut-off fc", "NA + wavelength + pixel")
-IDENTIFIERS = ("psfid-2d (bundled network)", "blind-rl (classical)", "model file")
+IDENTIFIERS = ("psfid-2d (bundled network)", "blind-rl (classical)", "model file", "beads (measure on a bead image)")
 
 
 def tile_rectangles(estimate: Any) -> tuple[list[np.ndarray], list[str], list[bool]]:
@@ -66,6 +69,7 @@ class EstimatePSFWidget(c.SharpscopeWidget):
         self.cols = SpinBox(label="grid columns", value=3, min=1, max=64)
         self.identifier = ComboBox(label="identifier", choices=list(IDENTIFIERS), value=IDENTIFIERS[0])
         self.model_file = FileEdit(label="model file", mode="r", filter="*.safetensors")
+        self.psf_size = SpinBox(label="PSF size (px, odd)", value=33, min=7, max=255, step=2)
         self.run = self.run_button("Estimate PSF", self.estimate)
         for w in (self.optics_mode, self.known_theta, self.use_grid, self.identifier):
             w.changed.connect(self._update_visibility)
@@ -74,7 +78,7 @@ class EstimatePSFWidget(c.SharpscopeWidget):
             [
                 self.image, self.axes, self.optics_mode, self.fc, self.optics, self.known_theta,
                 self.theta_max, self.use_grid, self.rows, self.cols, self.identifier,
-                self.model_file, self.run,
+                self.model_file, self.psf_size, self.run,
             ]
         )
         self.finish_layout()
@@ -84,20 +88,31 @@ class EstimatePSFWidget(c.SharpscopeWidget):
         self._update_visibility()
         self._take_pixel_size()
 
+    @property
+    def beads(self) -> bool:
+        """Whether the PSF is measured on beads rather than identified blindly."""
+        return self.identifier.value == IDENTIFIERS[3]
+
     def _update_visibility(self, *_: Any) -> None:
-        mode = self.optics_mode.value
-        self.fc.visible = mode == OPTICS[1]
-        self.optics.visible = mode == OPTICS[2]
-        self.theta_max.visible = bool(self.known_theta.value)
-        self.rows.visible = self.cols.visible = bool(self.use_grid.value)
+        mode, blind = self.optics_mode.value, not self.beads
+        for w in (self.optics_mode, self.known_theta, self.use_grid):
+            w.visible = blind
+        self.fc.visible = blind and mode == OPTICS[1]
+        self.optics.visible = blind and mode == OPTICS[2]
+        self.theta_max.visible = blind and bool(self.known_theta.value)
+        self.rows.visible = self.cols.visible = blind and bool(self.use_grid.value)
         self.model_file.visible = self.identifier.value == IDENTIFIERS[2]
+        self.psf_size.visible = not blind
 
     def _take_pixel_size(self, *_: Any) -> None:
         self.optics_fields.take_pixel_size(self.image.value, self.axes.value)
 
     def options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`sharpscope.blind.estimate_psf` set by the widget."""
+        """Keyword arguments of :func:`sharpscope.blind.estimate_psf` set by the widget
+        (of :func:`sharpscope.blind.measure_bead_psf` for *beads*: the PSF size)."""
         opts: dict[str, Any] = {}
+        if self.beads:
+            return {"size": int(self.psf_size.value)}
         mode = self.optics_mode.value
         if mode == OPTICS[1]:
             opts["fc"] = float(self.fc.value)
@@ -127,6 +142,8 @@ class EstimatePSFWidget(c.SharpscopeWidget):
         axes = c.layer_axes(layer, self.axes.value)
         data = c.layer_array(layer)
         opts = self.options()
+        if self.beads:
+            return self._measure(layer, axes, data, opts)
 
         def work(job: c.Job) -> Any:
             from sharpscope.blind import estimate_psf
@@ -176,3 +193,33 @@ class EstimatePSFWidget(c.SharpscopeWidget):
             self.info(f"estimate-psf: {summary}")
 
         return self.start(work, done, desc="estimate-psf", total=0, interruptible=True)
+
+    def _measure(self, layer: Any, axes: str, data: np.ndarray, opts: dict[str, Any]) -> Any:
+        """The PSF measured on the beads of ``layer``: a PSF layer and the beads as points."""
+
+        def work(job: c.Job) -> Any:
+            from sharpscope.blind import measure_bead_psf
+
+            job.report(0, 1, f"measuring the PSF on the beads of {layer.name}")
+            beads = measure_bead_psf(data, axes=axes, **opts)
+            rejected = ", ".join(f"{k} {v}" for k, v in beads.rejected.items() if v)
+            job.log(f"{len(beads.positions)} beads averaged" + (f" (rejected: {rejected})" if rejected else ""))
+            return beads
+
+        def done(beads: Any) -> None:
+            self.last_estimate = beads
+            px = tuple(float(s) for s in layer.scale[-2:])
+            meta = {c.META_KEY: {"source": layer.name, "operation": "estimate-psf --beads", "axes": "YX",
+                                 **beads.to_dict()}}
+            self.psf_layer = self.viewer.add_image(
+                beads.psf, name=c.unique_name(self.viewer, f"{layer.name} bead psf"), colormap="magma",
+                scale=px, metadata=meta,
+            )
+            self.grid_layer = self.viewer.add_points(
+                beads.positions, name=c.unique_name(self.viewer, f"{layer.name} beads"), size=beads.psf.shape[-1],
+                face_color="transparent", border_color="lime", scale=px,
+                translate=tuple(float(t) for t in layer.translate[-2:]),
+            )
+            self.info(f"estimate-psf: {len(beads.positions)} beads, FWHM {beads.fwhm:.2f} px")
+
+        return self.start(work, done, desc="estimate-psf --beads", total=0, interruptible=True)
