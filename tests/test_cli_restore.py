@@ -227,3 +227,19 @@ def test_range_warning_is_one_stderr_line_per_file(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     assert main([*base, str(tmp_path / "ok.tif"), "-o", str(tmp_path / "out3")]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_restore_hints_at_the_optics_once_at_a_terminal(tmp_path, capsys, monkeypatch):
+    import sharpscope.cli.restore as cli_restore
+
+    src = write_image(tmp_path / "cells.tif", np.random.default_rng(0).poisson(50, (64, 64)).astype(np.uint16), "YX")
+    base = ["restore", str(src), "--no-progress", "--no-range-check", "--device", "cpu"]
+    # not at a terminal (pipelines, logs): nothing
+    assert main([*base, "-o", str(tmp_path / "a.tif")]) == 0
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(cli_restore, "_interactive", lambda: True)
+    assert main([*base, "-o", str(tmp_path / "b.tif")]) == 0
+    assert capsys.readouterr().err.strip().splitlines() == [f"sharpscope: {cli_restore.OPTICS_HINT}"]
+    for extra in (["--na", "1.2", "--wavelength", "600", "--pixel-size", "0.1"], ["-q"], ["--psf", "none"]):
+        assert main([*base, "-o", str(tmp_path / "c.tif"), "--overwrite", *extra]) == 0
+        assert capsys.readouterr().err == "", extra
