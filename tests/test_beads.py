@@ -56,7 +56,7 @@ def test_dim_beads_give_a_noisier_but_unbiased_psf():
     bright = measure_bead_psf(bead_scene(flux=3e4, seed=1)[0], size=SIZE)
     img, psf, _ = bead_scene(flux=3e3, seed=1)
     dim = measure_bead_psf(img, size=SIZE)
-    assert relative_l2(bright.psf, psf) < relative_l2(dim.psf, psf) < 0.3  # measured 0.17
+    assert relative_l2(bright.psf, psf) < relative_l2(dim.psf, psf) < 0.3  # measured 0.17-0.19
     assert dim.fwhm == pytest.approx(_fwhm_of(psf), rel=0.1)
 
 
@@ -154,3 +154,15 @@ def test_bead_image_puts_the_psf_where_it_says():
         bead_image(np.ones((4, 4)))
     with pytest.raises(ConfigError, match="do not fit"):
         bead_image(psf, 100, shape=(160, 160))
+
+
+def test_uneven_illumination_is_not_mistaken_for_the_psf():
+    psf = make_psf(fc=0.2, size=SIZE).astype(np.float64)
+    img, centres = bead_image(psf, 30, background=0.0, seed=10)
+    yy, xx = np.mgrid[0:512, 0:512]
+    ramp = 150.0 + 400.0 * xx / 511.0 + 100.0 * np.sin(yy / 80.0)  # vignetting-like, 50-650
+    rng = np.random.default_rng(11)
+    uneven = np.minimum(img + rng.poisson(ramp), 65535).astype(np.uint16)
+    est = measure_bead_psf(uneven, size=SIZE)
+    assert len(est.positions) == len(centres)
+    assert relative_l2(est.psf, psf) < 0.04  # measured 0.024 (a flat background of 350: 0.030)

@@ -8,10 +8,10 @@ result is what ``restore --psf`` and ``deconvolve --psf`` take: centred on the p
 ``size // 2``, summing to 1.
 
 Steps
-    1. Background: the image median (beads cover a small share of the field); the spread
-       of a Gaussian-smoothed copy (median absolute deviation) sets the detection
-       threshold ``min_snr`` spreads above the background.
-    2. Candidates: local maxima of the smoothed image above the threshold.  Rejected:
+    1. Detection: a band-pass copy of the image (Gaussian of 1 px minus Gaussian of
+       ``size / 2`` px, so that uneven illumination drops out); its spread (median
+       absolute deviation) sets the threshold, ``min_snr`` spreads above its median.
+    2. Candidates: local maxima of the band-pass copy above the threshold.  Rejected:
        a crop that leaves the image (``border``), another candidate brighter than 1% of
        this one closer than ``size`` pixels (``neighbour``: its light would enter the
        crop), a peak at the largest value of an integer type (``saturated``).
@@ -21,8 +21,10 @@ Steps
        band-limited PSF) so the bead sits on the centre pixel.
     4. Shape: a crop whose correlation with the mean is below 0.7 times the median
        correlation (a cluster, debris, a bead out of focus) is rejected (``shape``).
-    5. The flux-weighted mean, less its outer ring's median (residual background),
-       clipped at 0 and normalised to sum 1.
+    5. Each crop less its own background (a plane fitted to the ring around it out to
+       ``size`` pixels, where no neighbour is allowed); the
+       flux-weighted mean, less its outer ring's median (residual background), clipped at
+       0 and normalised to sum 1.
 
 Examples
 --------
@@ -76,7 +78,8 @@ class BeadPSF:
     fwhm, ee50 : float
         Of the PSF, in pixels (:func:`sharpscope.blind.measures.fwhm`, ``ee50``).
     background : float
-        The background level subtracted (image units).
+        The median of the image (image units); each bead's own background comes from
+        the ring around it.
     """
 
     psf: np.ndarray
@@ -119,6 +122,27 @@ def _plane(image: Any, axes: str | None) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise InputError("the bead image holds NaN or infinite values")
     return arr
+
+
+def _local_background(x: np.ndarray, y: int, x0: int, half: int, size: int) -> np.ndarray:
+    """The background under the crop of half-side ``half`` at (y, x0): a plane fitted to
+    the ring around it out to ``size`` pixels (where no neighbour is allowed), clipped to
+    the image; the ring's pixels more than 3 spreads above the plane are left out (dim
+    beads, hot pixels) and the plane fitted again."""
+    h, w = x.shape
+    ya, yb, xa, xb = max(y - size, 0), min(y + size + 1, h), max(x0 - size, 0), min(x0 + size + 1, w)
+    ry, rx = np.mgrid[ya - y : yb - y, xa - x0 : xb - x0]
+    ring = np.maximum(np.abs(ry), np.abs(rx)) > half
+    v = x[ya:yb, xa:xb][ring]
+    a = np.stack([np.ones_like(v), ry[ring], rx[ring]], axis=1).astype(np.float64)
+    keep = np.ones(v.shape, dtype=bool)
+    for _ in range(2):
+        coef = np.linalg.lstsq(a[keep], v[keep], rcond=None)[0]
+        r = v - a @ coef
+        spread = 1.4826 * float(np.median(np.abs(r[keep] - np.median(r[keep])))) or float(np.std(r)) or 1.0
+        keep = r < 3.0 * spread
+    cy, cx = np.mgrid[-half : half + 1, -half : half + 1]
+    return coef[0] + coef[1] * cy + coef[2] * cx
 
 
 def _parabolic(c: np.ndarray) -> tuple[float, float]:
@@ -194,7 +218,8 @@ def measure_bead_psf(
     if min(h, w) < 2 * half + 1:
         raise InputError(f"the bead image ({h}x{w}) is smaller than a {2 * half + 1}-pixel crop around a bead")
     background = float(np.median(x))
-    s = gaussian_filter(x - background, 1.0)
+    # detection on a band-pass copy: a slowly varying background (uneven illumination) drops out
+    s = gaussian_filter(x, 1.0) - gaussian_filter(x, size / 2.0)
     spread = 1.4826 * float(np.median(np.abs(s - np.median(s))))
     if not spread > 0:
         spread = float(np.std(s)) or 1.0
@@ -218,7 +243,7 @@ def measure_bead_psf(
         if near.any():
             rejected["neighbour"] += 1
             continue
-        crop = x[y - half : y + half + 1, x0 - half : x0 + half + 1] - background
+        crop = x[y - half : y + half + 1, x0 - half : x0 + half + 1] - _local_background(x, y, x0, half, size)
         if saturated_at is not None and int(raw[y - 1 : y + 2, x0 - 1 : x0 + 2].max()) >= saturated_at:
             rejected["saturated"] += 1
             continue
