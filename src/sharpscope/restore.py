@@ -831,7 +831,10 @@ def optics_condition(
         raise ConfigError(str(exc)) from None
     if not getattr(net, "optics_input", False):
         warnings.warn(
-            "this model does not take the optics: its network ignores fc/modality (they still set psf='auto')", UserWarning, stacklevel=3
+            "this model does not take the optics: its network ignores fc/modality (the default "
+            "psf='auto' still corrects through their theoretical PSF)",
+            UserWarning,
+            stacklevel=3,
         )
         return None
     return vec
