@@ -246,6 +246,10 @@ class PSFIdConfig(_Section):
     condition_dropout : float
         Probability that each of ``fc`` and ``theta_max`` is hidden from the network
         for a sample (the unconditioned mode is trained by the same network).
+    kinds : dict of str to float, optional
+        Specimen kinds (:data:`sharpscope.physics.specimens.KINDS`) and their weights,
+        replacing the preset's and ``texture`` (e.g. ``{puncta: 1}``: sparse points, where
+        the PSF shows directly, for the first stage of a curriculum).
     """
 
     fc: tuple[float, float] = (0.1, 0.25)
@@ -256,9 +260,18 @@ class PSFIdConfig(_Section):
     fc_weight: float = Field(10.0, ge=0.0)
     noise_weight: float = Field(0.05, ge=0.0)
     condition_dropout: float = Field(0.5, ge=0.0, le=1.0)
+    kinds: dict[str, float] | None = None
 
     @model_validator(mode="after")
     def _ranges(self) -> PSFIdConfig:
+        if self.kinds is not None:
+            from sharpscope.physics.specimens import KINDS
+
+            bad = [k for k in self.kinds if k not in KINDS]
+            if bad or not self.kinds or any(not w > 0 for w in self.kinds.values()):
+                raise ValueError(
+                    f"kinds must map specimen kinds ({', '.join(KINDS)}) to positive weights, got {self.kinds}"
+                )
         lo, hi = self.fc
         if not 0 < lo <= hi <= 0.5:
             raise ValueError(f"fc must satisfy 0 < low <= high <= 0.5, got {self.fc}")

@@ -75,6 +75,9 @@ def psfid_preset(config: TrainConfig) -> Any:
     kinds = tuple((k, (1.0 - c.texture) * w / total) for k, w in rest)
     if c.texture > 0:
         kinds += (("texture", c.texture),)
+    if c.kinds is not None:  # the config's own mixture (e.g. a curriculum's puncta stage)
+        total = sum(c.kinds.values())
+        kinds = tuple((k, w / total) for k, w in c.kinds.items())
     return dataclasses.replace(
         base,
         name=f"{base.name}+psfid",
