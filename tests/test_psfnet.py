@@ -256,3 +256,20 @@ def test_the_spectral_variant_keeps_the_contract():
     np.testing.assert_allclose(a.psf, b.psf, atol=2e-5)
     np.testing.assert_allclose(b.noise, 250.0 * a.noise, rtol=2e-3)
     assert "spectral.0.weight" in ident.network.state_dict() and "spectral.0.weight" not in PSFNet().state_dict()
+
+
+def test_psfid_kinds_replace_the_specimen_mixture():
+    from sharpscope.errors import ConfigError
+    from sharpscope.training import load_config
+    from sharpscope.training.psfid import PSFPatches, psfid_preset
+
+    base = {"task": "psf-identification", "model.arch": "psfnet", "data.simulate": "poster-zernike"}
+    cfg = load_config(overrides={**base, "psfid.kinds": {"puncta": 3, "filaments": 1}})
+    assert psfid_preset(cfg).specimen.kinds == (("puncta", 0.75), ("filaments", 0.25))
+    # puncta only: sparse points on a dark field (most pixels near the background)
+    only = load_config(overrides={**base, "psfid.kinds": {"puncta": 1}})
+    x = PSFPatches(psfid_preset(only), 64, seed=0)[0]["x"].numpy()
+    assert float(np.mean(x < 0.05 * x.max())) > 0.8
+    for bad in ({"dots": 1}, {"puncta": 0}, {}):
+        with pytest.raises(ConfigError, match="kinds must map specimen kinds"):
+            load_config(overrides={**base, "psfid.kinds": bad})
