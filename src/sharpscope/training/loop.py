@@ -116,6 +116,7 @@ class _StopRequest:
         self._installed = False
         self._debounce = debounce  # a second signal this soon is the same request (torchrun forwards it)
         self._first = 0.0
+        self._announced = False
 
     def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -127,13 +128,20 @@ class _StopRequest:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        # no I/O here: the signal can land inside a print of the main thread (a reentrant
+        # write raises there, at an arbitrary point); the loop announces the stop itself
         if self.requested:
             if time.monotonic() - self._first < self._debounce:
                 return
             raise KeyboardInterrupt
         self.requested = True
         self._first = time.monotonic()
-        self._log("interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)")
+
+    def announce(self) -> None:
+        """Log the stop once, from the training loop (not from the signal handler)."""
+        if not self._announced:
+            self._announced = True
+            self._log("interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)")
 
     def __exit__(self, *exc: Any) -> None:
         if self._installed:
@@ -520,6 +528,7 @@ def _train(
                     asked, late = dist.agree(stop.requested, late)
                     stop.requested = stop.requested or asked
                 if stop.requested:
+                    stop.announce()
                     reason = "interrupted"
                     break
                 if late:
@@ -531,6 +540,7 @@ def _train(
                     break
                 except Exception:
                     if stop.requested:  # a worker died of the same Ctrl-C
+                        stop.announce()
                         reason = "interrupted"
                         break
                     raise
