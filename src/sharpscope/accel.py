@@ -17,6 +17,11 @@ chunking
     patches); smaller calls reuse the heap and keep activations in cache.  Tiles
     larger than one chunk are run one at a time, with
     :func:`sharpscope.runtime.tune_allocator` raising glibc's threshold.
+fused layers
+    :func:`sharpscope.models.fused.fuse_for_inference`: the narrow layers of the BCR
+    family (dense blocks, one-channel 9 x 9 outputs, the forward fusion and its heads,
+    1 x 1 convolutions on one thread) rewritten as fewer, wider oneDNN convolutions
+    computing the same function (m-rBCR about 1.5x faster on the CPU).
 TorchScript (``backend='jit'``)
     ``torch.jit.trace`` + ``torch.jit.freeze`` per tile shape.  Measured within a
     few per cent of channels-last eager on the CPUs of this project, so opt-in.
@@ -102,6 +107,9 @@ class Plan:
         Largest number of pixels per network call (0: the whole batch at once).
     precision : str
         ``'float32'``, ``'bfloat16'`` or ``'float16'`` (autocast).
+    fused : bool
+        Run :func:`~sharpscope.models.fused.fuse_for_inference`'s rewrite of the
+        network (never for ``'plain'``).
 
     Examples
     --------
@@ -114,6 +122,7 @@ class Plan:
     channels_last: bool
     chunk_pixels: int
     precision: str
+    fused: bool = True
 
     def chunk_size(self, h: int, w: int) -> int:
         """Samples of ``h x w`` pixels per network call (at least 1; 0: no chunking)."""
@@ -122,7 +131,7 @@ class Plan:
         return max(1, self.chunk_pixels // max(1, h * w))
 
     def describe(self) -> str:
-        """One line, e.g. ``'cpu eager channels-last chunks<=65536px float32'``.
+        """One line, e.g. ``'cpu eager fused channels-last chunks<=65536px float32'``.
 
         Examples
         --------
@@ -130,6 +139,8 @@ class Plan:
         'cpu plain float32'
         """
         parts = [self.device, self.backend]
+        if self.fused and self.backend != "plain":
+            parts.append("fused")
         if self.channels_last:
             parts.append("channels-last")
         if self.chunk_pixels > 0:
@@ -242,7 +253,12 @@ class Predictor:
         if plan.backend == "plain" and not plan.channels_last:
             self._fast = self._plain
         else:
-            self._fast = copy.deepcopy(self._plain)
+            if plan.fused and plan.backend != "plain":
+                from sharpscope.models.fused import fuse_for_inference
+
+                self._fast = fuse_for_inference(self._plain)
+            else:
+                self._fast = copy.deepcopy(self._plain)
             if plan.channels_last:
                 self._fast = self._fast.to(memory_format=torch.channels_last)
         self._traced: dict[tuple, Callable] = {}
@@ -374,11 +390,11 @@ def _resolve_plan(
             "this one would emulate it, slower than float32"
         )
     if backend == "plain":
-        return Plan(str(dev), "plain", False, 0, precision)
+        return Plan(str(dev), "plain", False, 0, precision, fused=False)
     name = "eager" if backend == "auto" else backend
     if chunk_pixels is None:
         chunk_pixels = CHUNK_PIXELS if dev.type == "cpu" else 0
-    return Plan(str(dev), name, True, int(chunk_pixels), precision)
+    return Plan(str(dev), name, True, int(chunk_pixels), precision, fused=backend != "eager")
 
 
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[tuple, Predictor]]] = (
@@ -407,8 +423,10 @@ def predictor(
         Arithmetic.  Only float32 meets :data:`ERROR_BOUND`; bfloat16 needs a CPU
         with native support (or CUDA), float16 CUDA.
     backend : {'auto', 'eager', 'jit', 'plain'}
-        ``'auto'`` is the fastest measured here (channels-last eager, chunked on
-        the CPU); ``'plain'`` the network exactly as given.
+        ``'auto'`` is the fastest measured here (the fused network in channels-last
+        eager mode, chunked on the CPU); ``'eager'`` the same without the fused
+        rewrite; ``'jit'`` the fused network traced; ``'plain'`` the network exactly
+        as given.
     chunk_pixels : int, optional
         Pixels per network call (default :data:`CHUNK_PIXELS` on the CPU, no
         chunking on CUDA); 0 disables chunking.
@@ -431,7 +449,7 @@ def predictor(
     >>> predictor(net) is predictor(net)
     True
     >>> predictor(net).plan.describe()
-    'cpu eager channels-last chunks<=65536px float32'
+    'cpu eager fused channels-last chunks<=65536px float32'
     """
     plan = _resolve_plan(device, precision, backend, chunk_pixels)
     key = (plan, bool(verify))

@@ -411,7 +411,7 @@ class Model:
         --------
         >>> model = load_model(device="cpu")
         >>> model.predictor("cpu").plan.describe()
-        'cpu eager channels-last chunks<=65536px float32'
+        'cpu eager fused channels-last chunks<=65536px float32'
         """
         from sharpscope.accel import predictor
 

@@ -432,6 +432,8 @@ class MRBCR(nn.Module):
                 }
             )
         self.out = nn.ModuleDict({f"s{s}": SameConv2d(width, 1, out_kernel) for s in self.scales})
+        # set only in inference copies: sharpscope.models.fused.FoldedHeads
+        self.folded_heads: nn.Module | None = None
 
     def forward(
         self, x: torch.Tensor, noise: torch.Tensor | None = None
@@ -467,11 +469,14 @@ class MRBCR(nn.Module):
         y4 = self.dense["s4"](x4)
         y2u = resize_bilinear(y2, size0)
         y4u = resize_bilinear(y4, size0)
-        f0 = self.fuse_fwd(y0, y2u)
-        f2 = resize_bilinear(self.fuse_fwd(y2u, y4u), size2)
         o4 = self.head["s4"](y4)
-        o2 = self.head["s2"](torch.cat([y2, f2], dim=1))
-        o0 = self.head["s0"](torch.cat([y0, f0], dim=1))
+        if self.folded_heads is not None:  # the inference form (sharpscope.models.fused)
+            o0, o2 = self.folded_heads(y0, y2, y2u, y4u)
+        else:
+            f0 = self.fuse_fwd(y0, y2u)
+            f2 = resize_bilinear(self.fuse_fwd(y2u, y4u), size2)
+            o2 = self.head["s2"](torch.cat([y2, f2], dim=1))
+            o0 = self.head["s0"](torch.cat([y0, f0], dim=1))
 
         # pseudo-inverse stage, coarse to fine
         def film(k: str) -> tuple | None:

@@ -1,0 +1,269 @@
+"""Inference forms of the BCR-family building blocks: the same function, fewer slow layers.
+
+oneDNN's CPU convolutions cost nearly the same for 1 to 16 output channels (measured on
+the AVX-512 AMD EPYC of this project, one thread, batch 4 of 128 x 128: a 3 x 3
+convolution of 32 channels costs 8.8 ms to 4 outputs and 8.5 ms to 16; a 9 x 9 one of
+48 channels 85 ms to 1 output and 87 ms to 16).  The networks here are full of such
+narrow layers: every residual dense block runs three 3 x 3 convolutions to 4 channels
+on ever wider inputs, and every m-rBCR output is a 9 x 9 convolution to 1 channel.
+:func:`fuse_for_inference` rewrites them, exactly up to float rounding:
+
+* :class:`FusedDenseBlock` - a dense block is linear in each part of its growing
+  input until the ReLU, so the parts of all its convolutions (and of its 1 x 1 output
+  layer) that read the block's input become ONE convolution to ``(layers + 1) x growth``
+  channels; each new ``growth``-channel feature map adds its share to the later layers
+  through one small convolution, and no intermediate concatenation is made.
+* :class:`SeparatedConv` - a ``k x k`` convolution to a single channel becomes a
+  ``1 x k`` convolution to ``k`` channels (one per kernel row) followed by the sum of
+  those rows shifted vertically (a fixed ``k x 1`` convolution).
+* :class:`FoldedHeads` - in m-rBCR the forward fusion block's last 3 x 3 convolution
+  (32 channels to 32) feeds nothing but a 1 x 1 head to one channel: the two fold into
+  one 3 x 3 convolution to one channel (and the coarse fusion's result is resized
+  after the head, as 1 channel instead of 32).
+* :class:`Pointwise` - PyTorch sends a 1 x 1 convolution on one CPU thread and fewer
+  than 16 samples to its own im2col code rather than oneDNN; this calls oneDNN.
+
+The rewritten network is for inference only (its weights are derived copies).
+:func:`sharpscope.accel.predictor` uses it and checks its first output per tile shape
+against the unmodified network; docs/benchmarks.md ("Speed") has the measured gain.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sharpscope.models.mrbcr import MRBCR, ResidualDenseBlock, resize_bilinear
+
+__all__ = ["FoldedHeads", "FusedDenseBlock", "Pointwise", "SeparatedConv", "fuse_for_inference"]
+
+
+def _conv(cin: int, cout: int, kernel: tuple[int, int], weight: torch.Tensor,
+          bias: torch.Tensor | None) -> nn.Conv2d:
+    kh, kw = kernel
+    conv = nn.Conv2d(cin, cout, kernel, padding=(kh // 2, kw // 2), bias=bias is not None)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        if bias is not None:
+            conv.bias.copy_(bias)
+    return conv.requires_grad_(False)
+
+
+def _as3x3(w: torch.Tensor) -> torch.Tensor:
+    """A 1 x 1 kernel as the centre tap of a 3 x 3 one."""
+    out = w.new_zeros((*w.shape[:2], 3, 3))
+    out[:, :, 1, 1] = w[:, :, 0, 0]
+    return out
+
+
+class FusedDenseBlock(nn.Module):
+    """:class:`~sharpscope.models.mrbcr.ResidualDenseBlock` with its input read once.
+
+    Same input and output as the block (``concat[local, input]``).  For a block of
+    ``L`` pairs, growth ``g`` and ``c`` input channels the input goes through one 3 x 3
+    convolution to ``(L + 1) g`` channels: the shares of the ``L`` first convolutions of
+    the pairs and of the 1 x 1 ``local`` layer (as a centre tap); pair ``j``'s new
+    features ``t_j`` go through one 3 x 3 convolution to the shares of the later pairs
+    and of ``local``.
+
+    Examples
+    --------
+    >>> block = ResidualDenseBlock(8, 4, 3).eval()
+    >>> x = torch.randn(2, 8, 12, 10)
+    >>> bool(torch.allclose(FusedDenseBlock(block)(x), block(x), atol=1e-5))
+    True
+    """
+
+    def __init__(self, block: ResidualDenseBlock):
+        super().__init__()
+        pairs = list(block.pairs)
+        local = block.local
+        g = local.out_channels
+        c = block.out_channels - g
+        self.growth, self.layers = g, len(pairs)
+        if any(first.kernel_size != (3, 3) or first._pad is not None for first, _ in pairs):
+            raise ValueError("only 3 x 3 dense blocks are fused")
+        w_in = [first.weight[:, :c] for first, _ in pairs] + [_as3x3(local.weight[:, :c])]
+        b_in = [first.bias for first, _ in pairs] + [local.bias]
+        self.read = _conv(c, g * (self.layers + 1), (3, 3), torch.cat(w_in), torch.cat(b_in))
+        self.second = nn.ModuleList(copy.deepcopy(second) for _, second in pairs)
+        self.spread = nn.ModuleList()
+        for j in range(self.layers):
+            lo = c + j * g
+            w = [pairs[k][0].weight[:, lo : lo + g] for k in range(j + 1, self.layers)]
+            w.append(_as3x3(local.weight[:, lo : lo + g]))
+            self.spread.append(_conv(g, g * len(w), (3, 3), torch.cat(w), None))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g, n = self.growth, self.layers
+        shares = list(self.read(x).split(g, dim=1))  # n + 1 maps of g channels
+        for j in range(n):
+            t = self.second[j](F.relu(shares[j]))
+            parts = self.spread[j](t).split(g, dim=1)
+            for k, part in zip(range(j + 1, n + 1), parts, strict=True):
+                shares[k] = shares[k] + part
+        return torch.cat([shares[n], x], dim=1)
+
+
+class SeparatedConv(nn.Module):
+    """A ``k x k`` 'same' convolution to one channel as ``1 x k`` rows, then a row sum.
+
+    ``y = sum_i R_i`` shifted by ``i - k // 2`` rows, ``R_i`` the ``1 x k`` convolution
+    with the kernel's row ``i``: the same multiplications, but to ``k`` output channels,
+    which oneDNN computes about as fast as to one.
+
+    Examples
+    --------
+    >>> conv = SameConv2d(6, 1, 9).eval()
+    >>> x = torch.randn(2, 6, 20, 16)
+    >>> bool(torch.allclose(SeparatedConv(conv)(x), conv(x), atol=1e-5))
+    True
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        k = conv.kernel_size[0]
+        if (conv.out_channels != 1 or conv.kernel_size != (k, k) or k % 2 == 0
+                or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1
+                or getattr(conv, "_pad", None) is not None or conv.padding != (k // 2, k // 2)):
+            raise ValueError("only odd square 'same' convolutions to one channel are separated")
+        w = conv.weight  # (1, c, k, k) -> (k, c, 1, k): output channel i = kernel row i
+        self.rows = _conv(conv.in_channels, k, (1, k), w[0].permute(1, 0, 2)[:, :, None, :], None)
+        shift = torch.zeros(1, k, k, 1)
+        shift[0, torch.arange(k), torch.arange(k), 0] = 1.0
+        self.sum = _conv(k, 1, (k, 1), shift, conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sum(self.rows(x))
+
+
+class FoldedHeads(nn.Module):
+    """m-rBCR's forward fusion and its two full- and half-scale heads, folded.
+
+    ``o = H_y y + H_f Conv3x3(r) + b_H`` with ``r = ReLU(Mix(concat[a, b]))`` is
+    ``H_y y + Conv3x3'(r)``, ``Conv3x3' = H_f Conv3x3`` (one output channel, bias
+    ``H_f b_C + b_H``); at half scale the resize moves after the head (bilinear
+    resizing is linear per channel and keeps constants).  Called by
+    :meth:`MRBCR.forward <sharpscope.models.mrbcr.MRBCR.forward>` as
+    ``o0, o2 = folded(y0, y2, y2u, y4u)`` when set as its ``folded_heads``.
+    """
+
+    def __init__(self, net: MRBCR):
+        super().__init__()
+        c = net.hparams["channels"]
+        conv = net.fuse_fwd.conv
+        self.mix = copy.deepcopy(net.fuse_fwd.mix)
+        self.y_part = nn.ModuleDict()
+        self.f_part = nn.ModuleDict()
+        for s in ("s0", "s2"):
+            head = net.head[s]
+            hy, hf = head.weight[:, :c], head.weight[:, c:]  # (1, c, 1, 1) each
+            self.y_part[s] = _conv(c, 1, (1, 1), hy, None)
+            w = torch.einsum("ok,kcij->ocij", hf[:, :, 0, 0], conv.weight)
+            b = head.bias + hf[:, :, 0, 0] @ conv.bias
+            self.f_part[s] = _conv(c, 1, (3, 3), w, b)
+
+    def forward(self, y0: torch.Tensor, y2: torch.Tensor, y2u: torch.Tensor,
+                y4u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r0 = F.relu(self.mix(torch.cat([y0, y2u], dim=1)))
+        r2 = F.relu(self.mix(torch.cat([y2u, y4u], dim=1)))
+        o0 = self.y_part["s0"](y0) + self.f_part["s0"](r0)
+        o2 = self.y_part["s2"](y2) + resize_bilinear(self.f_part["s2"](r2), tuple(y2.shape[-2:]))
+        return o0, o2
+
+
+class Pointwise(nn.Conv2d):
+    """A 1 x 1 convolution that always runs through oneDNN on the CPU in float32.
+
+    PyTorch's ``conv2d`` picks its slower native path for 1 x 1 kernels when it runs
+    on one thread with fewer than 16 samples (its heuristic, ``use_mkldnn``); the
+    forward stacks of m-rBCR are twelve such layers per scale.  Elsewhere (CUDA,
+    autocast, other dtypes) this is the plain ``Conv2d``.
+
+    Examples
+    --------
+    >>> conv = nn.Conv2d(8, 4, 1)
+    >>> x = torch.randn(2, 8, 6, 6)
+    >>> bool(torch.allclose(Pointwise.like(conv)(x), conv(x), atol=1e-6))
+    True
+    """
+
+    @classmethod
+    def like(cls, conv: nn.Conv2d) -> Pointwise:
+        """A :class:`Pointwise` with ``conv``'s weights (a 1 x 1, stride-1, ungrouped one)."""
+        out = cls(conv.in_channels, conv.out_channels, 1, bias=conv.bias is not None)
+        with torch.no_grad():
+            out.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                out.bias.copy_(conv.bias)
+        return out.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type == "cpu" and x.dtype == torch.float32
+                and self.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+                and torch.backends.mkldnn.is_available()):
+            return torch.mkldnn_convolution(
+                x, self.weight, self.bias, (0, 0), (1, 1), (1, 1), 1
+            )
+        return super().forward(x)
+
+
+def _plain_pointwise(conv: nn.Module) -> bool:
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
+
+
+def fuse_for_inference(network: nn.Module) -> nn.Module:
+    """A copy of ``network`` with its dense blocks and one-channel wide convolutions fused.
+
+    Every :class:`~sharpscope.models.mrbcr.ResidualDenseBlock` with 3 x 3 layers becomes a
+    :class:`FusedDenseBlock`, every odd ``k x k`` (``k >= 5``) convolution to a single
+    channel a :class:`SeparatedConv` and every plain 1 x 1 convolution a
+    :class:`Pointwise`; anything else is kept.  The copy computes the same
+    function (to float rounding), in eval mode and without gradients; ``network`` is not
+    modified.
+
+    Examples
+    --------
+    >>> from sharpscope.models.mrbcr import MRBCR
+    >>> net = MRBCR(dense_layers=2, rdb_blocks=1).eval()
+    >>> fused = fuse_for_inference(net)
+    >>> x = torch.rand(2, 1, 32, 32)
+    >>> bool(torch.allclose(fused(x)[0], net(x)[0], atol=1e-5))
+    True
+    >>> sum(isinstance(m, FusedDenseBlock) for m in fused.modules())
+    3
+    >>> sum(isinstance(m, SeparatedConv) for m in fused.modules())
+    3
+    """
+    out = copy.deepcopy(network).eval()
+
+    def rewrite(module: nn.Module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, ResidualDenseBlock):
+                try:
+                    setattr(module, name, FusedDenseBlock(child))
+                    continue
+                except ValueError:
+                    pass
+            elif _plain_pointwise(child):
+                setattr(module, name, Pointwise.like(child))
+                continue
+            elif (isinstance(child, nn.Conv2d) and child.out_channels == 1
+                  and child.kernel_size[0] >= 5):
+                try:
+                    setattr(module, name, SeparatedConv(child))
+                    continue
+                except ValueError:
+                    pass
+            rewrite(child)
+
+    with torch.no_grad():
+        for m in list(out.modules()):
+            if isinstance(m, MRBCR) and m.folded_heads is None:
+                m.folded_heads = FoldedHeads(m)
+        rewrite(out)
+    return out.requires_grad_(False)

@@ -1,0 +1,133 @@
+"""The fused inference form computes the same function as the network it was made from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sharpscope.accel import clear_cache, predictor
+from sharpscope.models.debcr_import import import_debcr
+from sharpscope.models.format import load_network
+from sharpscope.models.fused import (
+    FoldedHeads,
+    FusedDenseBlock,
+    Pointwise,
+    SeparatedConv,
+    fuse_for_inference,
+)
+from sharpscope.models.mrbcr import ResidualDenseBlock, SameConv2d
+from sharpscope.models.registry import build_network
+
+REF = Path(__file__).resolve().parents[1].parent / "shared" / "debcr-reference"
+
+
+def _randomise(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Weights large enough that every layer matters (a default init nearly zeroes m-rBCR)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return net.eval()
+
+
+def _max_rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / (b.max() - b.min()))
+
+
+@pytest.mark.parametrize(
+    ("arch", "hparams", "cond"),
+    [
+        ("mrbcr", {}, None),
+        ("mrbcr", {"noise_input": True, "optics_input": True}, torch.tensor([0.01, 0.02, 1.0, 0.8, 0.0])),
+        ("srbcr", {}, None),
+        ("bcr", {}, None),
+    ],
+)
+def test_fused_network_equals_the_original(arch, hparams, cond):
+    net = _randomise(build_network(arch, **hparams))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fused = fuse_for_inference(net)
+    x = torch.rand(3, 1, 64, 48, generator=torch.Generator().manual_seed(1))
+    args = (x,) if cond is None else (x, cond)
+    with torch.no_grad():
+        ref, out = net(*args), fused(*args)
+        out_cl = fused.to(memory_format=torch.channels_last)(
+            x.contiguous(memory_format=torch.channels_last), *args[1:]
+        )
+    for r, o, c in zip(ref, out, out_cl, strict=True):
+        assert float(r.max() - r.min()) > 0.1  # a comparison that means something
+        assert _max_rel_error(o, r) < 1e-5
+        assert _max_rel_error(c, r) < 1e-5
+    # the original is untouched and the rewrite really happened
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    kinds = {type(m) for m in fused.modules()}
+    assert FusedDenseBlock in kinds and Pointwise in kinds
+    assert ResidualDenseBlock not in kinds
+    if arch == "mrbcr":
+        assert FoldedHeads in kinds and SeparatedConv in kinds
+        assert net.folded_heads is None
+
+
+@pytest.mark.parametrize("layers", [0, 1, 3])
+def test_dense_block_of_any_depth(layers):
+    block = _randomise(ResidualDenseBlock(12, 4, layers), seed=layers)
+    x = torch.randn(2, 12, 20, 18)
+    with torch.no_grad():
+        assert _max_rel_error(FusedDenseBlock(block)(x), block(x)) < 1e-5
+
+
+def test_separated_conv_only_where_it_is_exact():
+    conv = _randomise(SameConv2d(5, 1, 7))
+    x = torch.randn(2, 5, 15, 21)
+    with torch.no_grad():
+        assert _max_rel_error(SeparatedConv(conv)(x), conv(x)) < 1e-5
+    for bad in (SameConv2d(5, 2, 7), SameConv2d(5, 1, (1, 7)), SameConv2d(5, 1, 4)):
+        with pytest.raises(ValueError):
+            SeparatedConv(bad)
+
+
+def test_pointwise_falls_back_under_autocast():
+    conv = _randomise(torch.nn.Conv2d(6, 3, 1))
+    pw = Pointwise.like(conv)
+    x = torch.randn(2, 6, 8, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = pw(x)
+    assert y.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert torch.allclose(pw(x), conv(x), atol=1e-6)
+
+
+def test_predictor_runs_the_fused_form_and_checks_it():
+    clear_cache()
+    net = _randomise(build_network("mrbcr", dense_layers=3, rdb_blocks=2))
+    fast = predictor(net, "cpu")
+    assert "fused" in fast.plan.describe()
+    assert any(isinstance(m, FusedDenseBlock) for m in fast._fast.modules())
+    unfused = predictor(net, "cpu", backend="eager")
+    assert "fused" not in unfused.plan.describe()
+    assert not any(isinstance(m, FusedDenseBlock) for m in unfused._fast.modules())
+    x = torch.rand(5, 1, 32, 32)
+    y = fast(x)
+    check = fast.checks[(32, 32, False)]
+    assert check.passed and check.relative_error < 1e-5
+    with torch.no_grad():
+        assert _max_rel_error(y, net(x)[0]) < 1e-5
+
+
+@pytest.mark.skipif(not REF.is_dir(), reason="needs ../shared/debcr-reference")
+def test_fused_published_network_reproduces_tensorflow(tmp_path):
+    """The independent reference: outputs of the original TensorFlow DeBCR code."""
+    path = import_debcr(REF / "weights" / "2D_denoising" / "ckpt-best", out=tmp_path / "m.safetensors")
+    _, net = load_network(path)
+    ref = np.load(REF / "2D_denoising_reference.npz")
+    x0 = torch.from_numpy(ref["x0"]).permute(0, 3, 1, 2).contiguous()
+    fused = fuse_for_inference(net.eval()).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        outputs = fused(x0.contiguous(memory_format=torch.channels_last))
+    for key, z in zip(("z0", "z2", "z4"), outputs, strict=True):
+        expected = torch.from_numpy(ref[key]).permute(0, 3, 1, 2)
+        assert float((z - expected).abs().max()) < 1e-4, key
