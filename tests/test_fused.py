@@ -14,7 +14,7 @@ from sharpscope.models.format import load_network
 from sharpscope.models.fused import (
     FoldedHeads,
     FusedDenseBlock,
-    Pointwise,
+    OneDNNConv,
     SeparatedConv,
     fuse_for_inference,
 )
@@ -65,7 +65,9 @@ def test_fused_network_equals_the_original(arch, hparams, cond):
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k
     kinds = {type(m) for m in fused.modules()}
-    assert FusedDenseBlock in kinds and Pointwise in kinds
+    assert FusedDenseBlock in kinds and OneDNNConv in kinds
+    if arch != "bcr":  # (BCR's strided wavelet convolutions stay as they are)
+        assert torch.nn.Conv2d not in kinds  # every convolution runs through oneDNN
     assert ResidualDenseBlock not in kinds
     if arch == "mrbcr":
         assert FoldedHeads in kinds and SeparatedConv in kinds
@@ -90,15 +92,23 @@ def test_separated_conv_only_where_it_is_exact():
             SeparatedConv(bad)
 
 
-def test_pointwise_falls_back_under_autocast():
-    conv = _randomise(torch.nn.Conv2d(6, 3, 1))
-    pw = Pointwise.like(conv)
-    x = torch.randn(2, 6, 8, 8)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        y = pw(x)
-    assert y.dtype == torch.bfloat16
+@pytest.mark.parametrize("kernel", [1, 3, (1, 5)])
+def test_onednn_conv_and_its_relu_pass(kernel):
+    pad = (kernel // 2) if isinstance(kernel, int) else (0, 2)
+    conv = _randomise(torch.nn.Conv2d(6, 3, kernel, padding=pad))
+    fast = OneDNNConv.like(conv)
+    x = torch.randn(2, 6, 9, 11)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        assert torch.allclose(pw(x), conv(x), atol=1e-6)
+        ref = conv(x)
+        for inp in (x, x_cl):
+            assert torch.allclose(fast(inp), ref, atol=1e-5)
+            assert torch.allclose(fast.forward_relu(inp), torch.relu(ref), atol=1e-5)
+        assert (torch.relu(ref) == 0).any() and (ref > 0).any()  # the ReLU does something
+        # under autocast it is the plain convolution in bfloat16
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert fast(x).dtype == torch.bfloat16
+            assert fast.forward_relu(x).dtype == torch.bfloat16
 
 
 def test_predictor_runs_the_fused_form_and_checks_it():

@@ -20,8 +20,9 @@ on ever wider inputs, and every m-rBCR output is a 9 x 9 convolution to 1 channe
   (32 channels to 32) feeds nothing but a 1 x 1 head to one channel: the two fold into
   one 3 x 3 convolution to one channel (and the coarse fusion's result is resized
   after the head, as 1 channel instead of 32).
-* :class:`Pointwise` - PyTorch sends a 1 x 1 convolution on one CPU thread and fewer
-  than 16 samples to its own im2col code rather than oneDNN; this calls oneDNN.
+* :class:`OneDNNConv` - every remaining convolution calls oneDNN directly, with the
+  ReLU that follows it applied in the same pass (PyTorch's ``conv2d`` can do neither
+  for 1 x 1 kernels on one thread).
 
 The rewritten network is for inference only (its weights are derived copies).
 :func:`sharpscope.accel.predictor` uses it and checks its first output per tile shape
@@ -36,9 +37,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sharpscope.models.mrbcr import MRBCR, ResidualDenseBlock, resize_bilinear
+from sharpscope.models.mrbcr import (
+    MRBCR,
+    ResidualDenseBlock,
+    SameConv2d,
+    conv_relu,
+    resize_bilinear,
+)
 
-__all__ = ["FoldedHeads", "FusedDenseBlock", "Pointwise", "SeparatedConv", "fuse_for_inference"]
+__all__ = ["FoldedHeads", "FusedDenseBlock", "OneDNNConv", "SeparatedConv", "fuse_for_inference"]
 
 
 def _conv(cin: int, cout: int, kernel: tuple[int, int], weight: torch.Tensor,
@@ -98,14 +105,17 @@ class FusedDenseBlock(nn.Module):
             self.spread.append(_conv(g, g * len(w), (3, 3), torch.cat(w), None))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.inner(list(self.read(x).split(self.growth, dim=1))), x], dim=1)
+
+    def inner(self, shares: list[torch.Tensor]) -> torch.Tensor:
+        """The block's ``local`` output from the ``layers + 1`` shares of its input's read."""
         g, n = self.growth, self.layers
-        shares = list(self.read(x).split(g, dim=1))  # n + 1 maps of g channels
         for j in range(n):
             t = self.second[j](F.relu(shares[j]))
             parts = self.spread[j](t).split(g, dim=1)
             for k, part in zip(range(j + 1, n + 1), parts, strict=True):
                 shares[k] = shares[k] + part
-        return torch.cat([shares[n], x], dim=1)
+        return shares[n]
 
 
 class SeparatedConv(nn.Module):
@@ -168,33 +178,44 @@ class FoldedHeads(nn.Module):
 
     def forward(self, y0: torch.Tensor, y2: torch.Tensor, y2u: torch.Tensor,
                 y4u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r0 = F.relu(self.mix(torch.cat([y0, y2u], dim=1)))
-        r2 = F.relu(self.mix(torch.cat([y2u, y4u], dim=1)))
+        r0 = conv_relu(self.mix, torch.cat([y0, y2u], dim=1))
+        r2 = conv_relu(self.mix, torch.cat([y2u, y4u], dim=1))
         o0 = self.y_part["s0"](y0) + self.f_part["s0"](r0)
         o2 = self.y_part["s2"](y2) + resize_bilinear(self.f_part["s2"](r2), tuple(y2.shape[-2:]))
         return o0, o2
 
 
-class Pointwise(nn.Conv2d):
-    """A 1 x 1 convolution that always runs through oneDNN on the CPU in float32.
+def _onednn_ready(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available())
 
-    PyTorch's ``conv2d`` picks its slower native path for 1 x 1 kernels when it runs
-    on one thread with fewer than 16 samples (its heuristic, ``use_mkldnn``); the
-    forward stacks of m-rBCR are twelve such layers per scale.  Elsewhere (CUDA,
-    autocast, other dtypes) this is the plain ``Conv2d``.
+
+class OneDNNConv(nn.Conv2d):
+    """A stride-1 'same' convolution that always runs through oneDNN on the CPU in float32.
+
+    Two things PyTorch's ``conv2d`` does not do here: it sends 1 x 1 kernels on one
+    thread with fewer than 16 samples to its own slower im2col code (its
+    ``use_mkldnn`` heuristic), and it cannot apply the ReLU that follows in the same
+    pass (:meth:`forward_relu`, oneDNN's post-op, as ``torch.compile`` uses it), which
+    saves a full read and write of the output of these memory-bound layers.
+    Elsewhere (CUDA, autocast, other dtypes) it is the plain ``Conv2d``.
 
     Examples
     --------
-    >>> conv = nn.Conv2d(8, 4, 1)
+    >>> conv = nn.Conv2d(8, 4, 3, padding=1)
+    >>> fast = OneDNNConv.like(conv)
     >>> x = torch.randn(2, 8, 6, 6)
-    >>> bool(torch.allclose(Pointwise.like(conv)(x), conv(x), atol=1e-6))
+    >>> bool(torch.allclose(fast(x), conv(x), atol=1e-6))
+    True
+    >>> bool(torch.allclose(fast.forward_relu(x), torch.relu(conv(x)), atol=1e-6))
     True
     """
 
     @classmethod
-    def like(cls, conv: nn.Conv2d) -> Pointwise:
-        """A :class:`Pointwise` with ``conv``'s weights (a 1 x 1, stride-1, ungrouped one)."""
-        out = cls(conv.in_channels, conv.out_channels, 1, bias=conv.bias is not None)
+    def like(cls, conv: nn.Conv2d) -> OneDNNConv:
+        """A :class:`OneDNNConv` with ``conv``'s weights (stride 1, ungrouped, symmetric padding)."""
+        out = cls(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
+                  bias=conv.bias is not None)
         with torch.no_grad():
             out.weight.copy_(conv.weight)
             if conv.bias is not None:
@@ -202,18 +223,34 @@ class Pointwise(nn.Conv2d):
         return out.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and x.dtype == torch.float32
-                and self.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-                and torch.backends.mkldnn.is_available()):
-            return torch.mkldnn_convolution(
-                x, self.weight, self.bias, (0, 0), (1, 1), (1, 1), 1
-            )
+        if _onednn_ready(x, self.weight):
+            return torch.mkldnn_convolution(x, self.weight, self.bias, self.padding, (1, 1), (1, 1), 1)
         return super().forward(x)
 
+    def forward_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """``ReLU(self(x))`` in one oneDNN pass where possible."""
+        if _onednn_ready(x, self.weight) and _POINTWISE is not None:
+            return _POINTWISE(x, self.weight, self.bias, list(self.padding), [1, 1], [1, 1], 1,
+                              "relu", [], "")
+        return F.relu(self.forward(x))
 
-def _plain_pointwise(conv: nn.Module) -> bool:
-    return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
-            and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
+
+def _pointwise_op():
+    try:
+        return torch.ops.mkldnn._convolution_pointwise
+    except (AttributeError, RuntimeError):  # pragma: no cover - a build without it
+        return None
+
+
+_POINTWISE = _pointwise_op()
+
+
+def _plain_conv(conv: nn.Module) -> bool:
+    """A stride-1, ungrouped, undilated Conv2d with symmetric zero padding."""
+    return (isinstance(conv, nn.Conv2d) and type(conv) in (nn.Conv2d, SameConv2d)
+            and getattr(conv, "_pad", None) is None and conv.stride == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str))
 
 
 def fuse_for_inference(network: nn.Module) -> nn.Module:
@@ -221,8 +258,9 @@ def fuse_for_inference(network: nn.Module) -> nn.Module:
 
     Every :class:`~sharpscope.models.mrbcr.ResidualDenseBlock` with 3 x 3 layers becomes a
     :class:`FusedDenseBlock`, every odd ``k x k`` (``k >= 5``) convolution to a single
-    channel a :class:`SeparatedConv` and every plain 1 x 1 convolution a
-    :class:`Pointwise`; anything else is kept.  The copy computes the same
+    channel a :class:`SeparatedConv`, and every other stride-1 convolution with
+    symmetric padding (those inside the new modules too) a :class:`OneDNNConv`;
+    anything else is kept.  The copy computes the same
     function (to float rounding), in eval mode and without gradients; ``network`` is not
     modified.
 
@@ -246,19 +284,21 @@ def fuse_for_inference(network: nn.Module) -> nn.Module:
             if isinstance(child, ResidualDenseBlock):
                 try:
                     setattr(module, name, FusedDenseBlock(child))
+                    rewrite(getattr(module, name))
                     continue
                 except ValueError:
                     pass
-            elif _plain_pointwise(child):
-                setattr(module, name, Pointwise.like(child))
-                continue
             elif (isinstance(child, nn.Conv2d) and child.out_channels == 1
                   and child.kernel_size[0] >= 5):
                 try:
                     setattr(module, name, SeparatedConv(child))
+                    rewrite(getattr(module, name))
                     continue
                 except ValueError:
                     pass
+            if _plain_conv(child):
+                setattr(module, name, OneDNNConv.like(child))
+                continue
             rewrite(child)
 
     with torch.no_grad():

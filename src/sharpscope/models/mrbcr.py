@@ -37,7 +37,10 @@ from torch import nn
 
 from sharpscope.errors import ConfigError, InputError
 
-__all__ = ["MRBCR", "OPTICS_WIDTH", "SRBCR", "FiLM", "SameConv2d", "decimate", "optics_vector", "resize_bilinear"]
+__all__ = [
+    "MRBCR", "OPTICS_WIDTH", "SRBCR", "FiLM", "SameConv2d", "conv_relu", "decimate", "optics_vector",
+    "resize_bilinear",
+]
 
 # width of the optics part of an optics-conditioned network's condition vector
 OPTICS_WIDTH = 3
@@ -140,6 +143,19 @@ def decimate(x: torch.Tensor, factor: int, mode: Decimation = "stride") -> torch
     raise ConfigError(f"unknown decimation {mode!r}; use 'stride' or 'avgpool'")
 
 
+def conv_relu(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``ReLU(conv(x))``, in one pass where ``conv`` can (an inference form's ``forward_relu``).
+
+    Examples
+    --------
+    >>> conv = nn.Conv2d(2, 3, 1)
+    >>> bool((conv_relu(conv, torch.randn(1, 2, 4, 4)) >= 0).all())
+    True
+    """
+    fused = getattr(conv, "forward_relu", None)
+    return fused(x) if fused is not None else F.relu(conv(x))
+
+
 class PointwiseStack(nn.Module):
     """``n`` pointwise (1x1 / Keras ``Dense``) layers, ReLU after each."""
 
@@ -151,7 +167,7 @@ class PointwiseStack(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            x = F.relu(layer(x))
+            x = conv_relu(layer, x)
         return x
 
 
@@ -164,7 +180,7 @@ class Fusion(nn.Module):
         self.conv = SameConv2d(channels, channels, 3)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.relu(self.mix(torch.cat([a, b], dim=1))))
+        return self.conv(conv_relu(self.mix, torch.cat([a, b], dim=1)))
 
 
 class ResidualDenseBlock(nn.Module):
@@ -190,7 +206,7 @@ class ResidualDenseBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
         for first, second in self.pairs:
-            h = torch.cat([h, second(F.relu(first(h)))], dim=1)
+            h = torch.cat([h, second(conv_relu(first, h))], dim=1)
         return torch.cat([self.local(h), x], dim=1)
 
 
@@ -247,7 +263,7 @@ class InverseBranch(nn.Module):
         self, x: torch.Tensor, films: tuple[FiLM, FiLM] | None = None, c: torch.Tensor | None = None
     ) -> torch.Tensor:
         for conv in self.convs:
-            x = F.relu(conv(x))
+            x = conv_relu(conv, x)
         if films is not None:
             x = films[0](x, c)
         for block in self.blocks:
