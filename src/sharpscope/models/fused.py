@@ -229,7 +229,8 @@ class OneDNNConv(nn.Conv2d):
 
     def forward_relu(self, x: torch.Tensor) -> torch.Tensor:
         """``ReLU(self(x))`` in one oneDNN pass where possible."""
-        if _onednn_ready(x, self.weight) and _POINTWISE is not None:
+        # (TorchScript cannot trace the post-op's empty scalar list)
+        if _onednn_ready(x, self.weight) and _POINTWISE is not None and not torch.jit.is_tracing():
             return _POINTWISE(x, self.weight, self.bias, list(self.padding), [1, 1], [1, 1], 1,
                               "relu", [], "")
         return F.relu(self.forward(x))
