@@ -17,6 +17,7 @@ from sharpscope.models.fused import (
     OneDNNConv,
     SeparatedConv,
     fuse_for_inference,
+    fuse_for_training,
 )
 from sharpscope.models.mrbcr import ResidualDenseBlock, SameConv2d
 from sharpscope.models.registry import build_network
@@ -68,7 +69,9 @@ def test_fused_network_equals_the_original(arch, hparams, cond):
     assert FusedDenseBlock in kinds and OneDNNConv in kinds
     if arch != "bcr":  # (BCR's strided wavelet convolutions stay as they are)
         assert torch.nn.Conv2d not in kinds  # every convolution runs through oneDNN
-    assert ResidualDenseBlock not in kinds
+    wrapped = {id(m.block) for m in fused.modules() if isinstance(m, FusedDenseBlock)}
+    blocks = [m for m in fused.modules() if isinstance(m, ResidualDenseBlock)]
+    assert blocks and all(id(b) in wrapped for b in blocks)  # every block runs fused
     if arch == "mrbcr":
         assert FoldedHeads in kinds and SeparatedConv in kinds
         assert net.folded_heads is None
@@ -141,3 +144,56 @@ def test_fused_published_network_reproduces_tensorflow(tmp_path):
     for key, z in zip(("z0", "z2", "z4"), outputs, strict=True):
         expected = torch.from_numpy(ref[key]).permute(0, 3, 1, 2)
         assert float((z - expected).abs().max()) < 1e-4, key
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_training_view_shares_parameters_and_gives_the_same_gradients(amp):
+    net = _randomise(build_network("mrbcr", noise_input=True, optics_input=True)).train()
+    view = fuse_for_training(net)
+    assert {id(p) for p in view.parameters()} == {id(p) for p in net.parameters()}
+    assert any(isinstance(m, FusedDenseBlock) for m in view.modules())
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(3))
+    cond = torch.tensor([0.01, 0.02, 1.0, 0.8, 0.0])
+
+    def grads(module):
+        net.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = module(x, cond)
+        sum(((o.float() - 0.5) ** 2).mean() for o in out).backward()
+        return {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+    ref, got = grads(net), grads(view)
+    assert set(got) == set(ref) == {n for n, _ in net.named_parameters()}  # every weight trained
+    if amp:  # bfloat16 rounds the two computations differently: compare the whole gradient
+        a = torch.cat([g.flatten() for g in ref.values()])
+        b = torch.cat([got[n].flatten() for n in ref])
+        assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.995
+        assert float((a - b).norm() / a.norm()) < 0.1
+    else:
+        for n, g in ref.items():
+            scale = float(g.abs().max())
+            if scale > 0:
+                assert float((got[n] - g).abs().max()) <= 1e-4 * scale, n
+    # an update through the view is an update of the network itself
+    with torch.no_grad():
+        net.out["s0"].bias.add_(1.0)
+        assert torch.allclose(view(x, cond)[0], net(x, cond)[0], atol=1e-4)
+
+
+def test_trainer_trains_through_the_fused_view(tmp_path, monkeypatch):
+    from sharpscope.models import fused as fused_mod
+    from sharpscope.training import load_config, train
+
+    calls = []
+    real = fused_mod.fuse_for_training
+    monkeypatch.setattr(fused_mod, "fuse_for_training", lambda net: calls.append(1) or real(net))
+    out = tmp_path / "run"
+    cfg = load_config(overrides={
+        "data.simulate": "mrbcr-widefield", "model.hparams": {"dense_layers": 2, "rdb_blocks": 1},
+        "steps": 3, "batch_size": 2, "patch_size": 32, "val_every": 3, "val_size": 2,
+        "out": str(out), "plot": False, "device": "cpu",
+    })
+    result = train(cfg, progress=False)
+    assert calls, "the trainer did not use the fused view"
+    assert (out / "model.safetensors").is_file()
+    assert result is not None

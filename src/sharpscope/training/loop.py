@@ -500,7 +500,12 @@ def _train(
         worker_init_fn=_ignore_sigint if config.num_workers > 0 else None,
     )
     net.train()
-    model = dist.wrap(net, device)  # DDP over the processes (net itself in one process)
+    # the fused forms of the BCR family (the same parameters, the same function, about
+    # 1.35-1.7x faster steps on the CPU: sharpscope.models.fused); net stays what is saved
+    from sharpscope.models import fused
+
+    view = fused.fuse_for_training(net).train()
+    model = dist.wrap(view, device)  # DDP over the processes (the view itself in one process)
     bar = tqdm(
         total=config.steps,
         initial=step,
