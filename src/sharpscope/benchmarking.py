@@ -197,15 +197,20 @@ def _default_model(model: Any) -> Any:
 def _training_rate(
     net: torch.nn.Module, batch: int, patch: int, steps: int, device: str, channels_last: bool
 ) -> float:
-    """Samples/s of forward + multi-scale loss + backward + Adam step."""
+    """Samples/s of forward + multi-scale loss + backward + Adam step.
+
+    ``channels_last``: as the trainer runs, in channels-last order through the fused
+    view of :func:`sharpscope.models.fused.fuse_for_training`; otherwise the plain module.
+    """
     import copy
 
+    from sharpscope.models.fused import fuse_for_training
     from sharpscope.training.losses import restoration_loss
 
     work = copy.deepcopy(net).to(device).train()
-    if channels_last:
-        work = work.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(work.parameters(), lr=1e-4)
+    if channels_last:
+        work = fuse_for_training(work.to(memory_format=torch.channels_last)).train()
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 1, patch, patch, generator=g).to(device)
     y = torch.rand(batch, 1, patch, patch, generator=g).to(device)
