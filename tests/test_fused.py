@@ -15,6 +15,7 @@ from sharpscope.models.fused import (
     FoldedHeads,
     FusedDenseBlock,
     OneDNNConv,
+    OrderedFusion,
     SeparatedConv,
     fuse_for_inference,
     fuse_for_training,
@@ -73,7 +74,7 @@ def test_fused_network_equals_the_original(arch, hparams, cond):
     blocks = [m for m in fused.modules() if isinstance(m, ResidualDenseBlock)]
     assert blocks and all(id(b) in wrapped for b in blocks)  # every block runs fused
     if arch == "mrbcr":
-        assert FoldedHeads in kinds and SeparatedConv in kinds
+        assert FoldedHeads in kinds and SeparatedConv in kinds and OrderedFusion in kinds
         assert net.folded_heads is None
 
 
@@ -197,3 +198,16 @@ def test_trainer_trains_through_the_fused_view(tmp_path, monkeypatch):
     assert calls, "the trainer did not use the fused view"
     assert (out / "model.safetensors").is_file()
     assert result is not None
+
+
+def test_layers_on_one_channel_maps_write_channels_last():
+    """A 1 x 1 layer on a one-channel (or strided, decimated) map, as m-rBCR's first ones."""
+    conv = _randomise(torch.nn.Conv2d(1, 8, 1))
+    fast = OneDNNConv.like(conv)
+    x = torch.rand(2, 1, 16, 12).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        for inp in (x, x[..., ::2, ::2]):
+            y = fast.forward_relu(inp)
+            assert y.is_contiguous(memory_format=torch.channels_last)
+            assert torch.allclose(y, torch.relu(conv(inp)), atol=1e-6)
+            assert torch.allclose(fast(inp), conv(inp), atol=1e-6)
